@@ -1,0 +1,152 @@
+"""Benchmark of the embedded pipeline: items/s per stage and end to end, per core.
+
+Runs every stage in this process on one core (torch and BLAS pinned to one thread),
+on procedural scenes at 256^2, 512^2 and 1024^2, and measures how the keyword stage
+grows with caption length. Prints ONE JSON line.
+
+    python bench/pipeline.py [--n 24] [--sizes 256,512,1024] [--out /tmp/mfpo-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from mfpo.images import encode_png
+from mfpo.keywords import extract_keywords
+from mfpo.pipeline.config import GenerateConfig
+from mfpo.pipeline.item import (
+    ItemOutputs,
+    build_record,
+    locate_regions,
+    perturb,
+    prepare_item,
+    select_keywords,
+    store_outputs,
+)
+from mfpo.pipeline.resources import build_resources
+from mfpo.readers import ReadItem, read_items
+from mfpo.storage.local import LocalStore
+from mfpo.synth import SynthConfig, generate_scenes
+
+
+def _per_s(n: int, seconds: float) -> float:
+    return round(n / seconds, 2) if seconds > 0 else float("inf")
+
+
+def bench_size(size: int, n: int, work: Path, config: GenerateConfig) -> dict:
+    """Per-stage and end-to-end items/s on one core for ``n`` scenes of ``size`` x ``size``."""
+    scene_dir = work / f"scenes-{size}"
+    items_path = generate_scenes(SynthConfig(n=n, seed=size, width=size, height=size), scene_dir)
+    rows = [r for r in read_items(items_path) if isinstance(r, ReadItem)]
+    resources = build_resources(config.regions)
+    store = LocalStore(work / f"out-{size}")
+    # warm-up: load models, first-call costs
+    warm = prepare_item(rows[0].row, rows[0].item, rows[0].image_bytes, config)
+    select_keywords(warm, config, resources)
+
+    t: dict[str, float] = {"decode": 0.0, "keywords": 0.0, "regions": 0.0, "perturb": 0.0, "encode_store": 0.0}
+    start = time.perf_counter()
+    for r in rows:
+        t0 = time.perf_counter()
+        p = prepare_item(r.row, r.item, r.image_bytes, config)
+        t1 = time.perf_counter()
+        kws = select_keywords(p, config, resources)
+        t2 = time.perf_counter()
+        [regions] = locate_regions([p], [kws], resources)
+        t3 = time.perf_counter()
+        rejected, mask = perturb(p, regions, config)
+        t4 = time.perf_counter()
+        out = ItemOutputs(p, build_record(p, kws, regions, config), encode_png(rejected),
+                          encode_png(mask.astype("uint8") * 255))
+        store_outputs(store, out)
+        t5 = time.perf_counter()
+        for k, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+            t[k] += dt
+    total = time.perf_counter() - start
+    return {
+        "pixels": size * size,
+        "items": len(rows),
+        "end_to_end_items_per_s": _per_s(len(rows), total),
+        "stage_items_per_s": {k: _per_s(len(rows), v) for k, v in t.items()},
+        "stage_share": {k: round(v / total, 3) for k, v in t.items()},
+    }
+
+
+def bench_caption_length(config: GenerateConfig, repeats: int = 5) -> list[dict]:
+    """Keyword-stage time as the answer grows (1, 2, 4, 8, 16 sentences)."""
+    from mfpo.keywords.vectors import get_embedder
+
+    embedder = get_embedder()
+    sentences = [
+        "A red car is parked next to a wooden fence.",
+        "Two small dogs are playing on the green grass.",
+        "A woman in a blue dress holds an umbrella.",
+        "Behind them there is a tall brick building with large windows.",
+        "A yellow bicycle leans against a lamp post near the sidewalk.",
+        "Several birds sit on the power lines above the street.",
+        "On the left, a man is reading a newspaper on a bench.",
+        "The sky is cloudy and the trees have orange leaves.",
+    ]
+    out = []
+    extract_keywords(sentences[0], config.keywords, embedder=embedder)
+    for n_sent in (1, 2, 4, 8, 16):
+        text = " ".join(sentences[i % len(sentences)] for i in range(n_sent))
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            extract_keywords(text, config.keywords, embedder=embedder)
+        dt = (time.perf_counter() - t0) / repeats
+        out.append({"sentences": n_sent, "words": len(text.split()), "ms_per_item": round(dt * 1000, 2)})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=24, help="scenes per image size")
+    parser.add_argument("--sizes", default="256,512,1024", help="comma-separated square sizes")
+    parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temp dir)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    work = args.out or Path(tempfile.mkdtemp(prefix="mfpo-bench-"))
+    config = GenerateConfig.model_validate({"regions": {"mode": "annotations"}})
+    try:
+        sizes = [bench_size(int(s), args.n, work, config) for s in args.sizes.split(",")]
+        length = bench_caption_length(config)
+    finally:
+        if args.out is None:
+            shutil.rmtree(work, ignore_errors=True)
+    base = sizes[0]
+    result = {
+        "bench": "pipeline",
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores_used": 1,
+                    "torch": torch.__version__},
+        "regions_mode": config.regions.mode,
+        "noise_step": config.perturbation.noise_step,
+        "by_size": sizes,
+        "cost_vs_pixels": [
+            {"pixels": s["pixels"],
+             "time_ratio_to_smallest": round(base["end_to_end_items_per_s"] / s["end_to_end_items_per_s"], 2),
+             "pixel_ratio": s["pixels"] / base["pixels"]}
+            for s in sizes
+        ],
+        "keywords_vs_caption_length": length,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Hugging Face ``datasets`` export: every record field, images as real ``Image`` features.
+
+``image`` (m_w), ``rejected_image`` (m_l) and ``mask`` (the perturbed region, white
+= noised) are ``datasets.Image``; ``keywords``, ``regions`` and ``perturbation``
+keep the nested shape of :class:`~mfpo.schemas.ResultRecord` (``regions[].box`` is a
+fixed-length list of 4 floats ``(x0, y0, x1, y1)`` in pixels).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mfpo.schemas import ResultRecord
+
+if TYPE_CHECKING:
+    from datasets import Features
+
+    from mfpo.exporters import DatasetImages
+
+
+def hf_features() -> Features:
+    """Features of the HF export."""
+    from datasets import Features, Image, Sequence, Value
+
+    return Features(
+        {
+            "id": Value("string"),
+            "question": Value("string"),
+            "chosen": Value("string"),
+            "rejected": Value("string"),
+            "image": Image(),
+            "rejected_image": Image(),
+            "mask": Image(),
+            "keywords": [{"text": Value("string"), "score": Value("float64")}],
+            "regions": [
+                {
+                    "keyword": Value("string"),
+                    "box": Sequence(Value("float64"), length=4),
+                    "source": Value("string"),
+                    "area": Value("float64"),
+                }
+            ],
+            "perturbation": {
+                "mode": Value("string"),
+                "noise_step": Value("int64"),
+                "schedule": Value("string"),
+                "seed": Value("int64"),
+                "fallback": Value("bool"),
+            },
+        }
+    )
+
+
+def hf_example(record: ResultRecord, images: DatasetImages) -> dict[str, Any]:
+    """One HF row of a record."""
+    row = record.model_dump(mode="json")
+    row["image"] = images.struct(record, record.image)
+    row["rejected_image"] = images.struct(record, record.rejected_image)
+    row["mask"] = images.struct(record, record.mask)
+    return row

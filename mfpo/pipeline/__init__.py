@@ -1,0 +1,1 @@
+"""The MFPO data pipeline: items -> keywords -> regions -> perturbation -> records."""

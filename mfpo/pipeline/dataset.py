@@ -1,0 +1,89 @@
+"""The dataset manifest: ``dataset.jsonl`` and ``dataset.parquet``, one record per item."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mfpo.schemas import ResultRecord
+
+BOX = pa.list_(pa.float64(), 4)
+
+RECORD_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("question", pa.string()),
+        ("chosen", pa.string()),
+        ("rejected", pa.string()),
+        ("image", pa.string()),
+        ("rejected_image", pa.string()),
+        ("mask", pa.string()),
+        ("keywords", pa.list_(pa.struct([("text", pa.string()), ("score", pa.float64())]))),
+        (
+            "regions",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("keyword", pa.string()),
+                        ("box", BOX),
+                        ("source", pa.string()),
+                        ("area", pa.float64()),
+                    ]
+                )
+            ),
+        ),
+        (
+            "perturbation",
+            pa.struct(
+                [
+                    ("mode", pa.string()),
+                    ("noise_step", pa.int64()),
+                    ("schedule", pa.string()),
+                    ("seed", pa.int64()),
+                    ("fallback", pa.bool_()),
+                ]
+            ),
+        ),
+    ]
+)
+"""Arrow schema of ``dataset.parquet``; image columns are paths relative to the dataset folder."""
+
+
+def write_dataset(out_dir: Path, records: Sequence[ResultRecord]) -> None:
+    """Write ``dataset.jsonl`` and ``dataset.parquet`` atomically (temp file + rename)."""
+    out_dir = Path(out_dir)
+    rows = [r.model_dump(mode="json") for r in records]
+    _atomic_write(
+        out_dir / "dataset.jsonl",
+        lambda path: Path(path).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)),
+    )
+    table = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+    _atomic_write(out_dir / "dataset.parquet", lambda path: pq.write_table(table, path))
+
+
+def read_dataset(out_dir: Path) -> Iterator[ResultRecord]:
+    """Records of a finished dataset folder, from ``dataset.jsonl``, in order."""
+    path = Path(out_dir) / "dataset.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {out_dir} a dataset made by `mfpo generate`?")
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield ResultRecord.model_validate_json(line)
+
+
+def _atomic_write(target: Path, write: Callable[[str], object]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

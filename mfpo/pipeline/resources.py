@@ -1,0 +1,50 @@
+"""Per-process resources of the stages (models, providers), built once and reused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from mfpo.keywords.vectors import PhraseEmbedder, get_embedder
+from mfpo.regions.annotations import AnnotationProvider
+from mfpo.regions.base import RegionProvider
+from mfpo.regions.config import RegionsConfig
+from mfpo.regions.matching import match_keyword
+from mfpo.regions.random_region import RandomProvider
+from mfpo.regions.whole_image import GlobalProvider
+
+
+@dataclass
+class StageResources:
+    """What the stages need besides the item: the phrase embedder and region providers."""
+
+    embedder: PhraseEmbedder
+    providers: list[RegionProvider]
+    fallback_to_global: bool
+
+
+def build_providers(
+    config: RegionsConfig, embedder: PhraseEmbedder, model_providers: list[RegionProvider] | None = None
+) -> tuple[list[RegionProvider], bool]:
+    """The provider chain for a region mode, and whether it falls back to the whole image.
+
+    annotations -> [annotations] + global fallback; global -> [global]; random -> [random];
+    auto -> [annotations, *model_providers] + global fallback.
+    """
+    annotations = AnnotationProvider(
+        partial(match_keyword, embedder=embedder, threshold=config.match_threshold)
+    )
+    if config.mode == "annotations":
+        return [annotations], True
+    if config.mode == "global":
+        return [GlobalProvider()], False
+    if config.mode == "random":
+        return [RandomProvider(config.random_fraction, config.random_aspect_range)], False
+    return [annotations, *(model_providers or [])], True
+
+
+def build_resources(config: RegionsConfig) -> StageResources:
+    """Load the embedder (cached per process) and build the provider chain."""
+    embedder = get_embedder()
+    providers, fallback = build_providers(config, embedder)
+    return StageResources(embedder=embedder, providers=providers, fallback_to_global=fallback)

@@ -1,0 +1,176 @@
+"""The embedded pipeline end to end: contract of every record, modes, resume, bad rows."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from mfpo.pipeline.config import GenerateConfig
+from mfpo.pipeline.embedded import run_generate
+from mfpo.schemas import ResultRecord
+from mfpo.synth import SynthConfig, generate_scenes
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    return generate_scenes(SynthConfig(n=10, seed=3, width=192, height=160), tmp_path_factory.mktemp("scenes"))
+
+
+def _records(out: Path) -> list[ResultRecord]:
+    return [ResultRecord.model_validate_json(line) for line in (out / "dataset.jsonl").read_text().splitlines()]
+
+
+def _rgb(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def check_record_contract(out: Path, rec: ResultRecord) -> None:
+    """Every record: files exist, mask is where the image changed, outside is byte-identical."""
+    original, rejected = _rgb(out / rec.image), _rgb(out / rec.rejected_image)
+    mask = np.asarray(Image.open(out / rec.mask)) > 0
+    assert original.shape == rejected.shape and mask.shape == original.shape[:2]
+    assert np.array_equal(original[~mask], rejected[~mask])
+    assert mask.any() and (rejected[mask] != original[mask]).mean() > 0.5
+    assert rec.keywords and all(k.text for k in rec.keywords)
+    assert [k.score for k in rec.keywords] == sorted((k.score for k in rec.keywords), reverse=True)
+    assert rec.regions
+    union_area = mask.mean()
+    assert max(r.area for r in rec.regions) <= union_area + 1e-9
+    assert rec.perturbation.noise_step == 500 and rec.perturbation.schedule == "linear"
+    if rec.perturbation.fallback:
+        assert [r.source for r in rec.regions] == ["global"] and mask.all()
+
+
+def test_annotations_mode_dataset_contract(scenes, tmp_path):
+    out = tmp_path / "out"
+    summary = run_generate(scenes, out, GenerateConfig.model_validate({"regions": {"mode": "annotations"}}),
+                           workers=2, batch_size=2)
+    assert (summary.done, summary.failed, summary.skipped) == (10, 0, 0)
+    records = _records(out)
+    assert [r.id for r in records] == [json.loads(line)["id"] for line in scenes.read_text().splitlines()]
+    for rec in records:
+        check_record_contract(out, rec)
+    # synthetic answers name the annotated objects: most items find their regions
+    assert summary.fallback_rate <= 0.2
+    assert any(r.source == "annotations" for rec in records for r in rec.regions)
+    table = pq.read_table(out / "dataset.parquet")
+    assert table.num_rows == 10 and table.column("id").to_pylist() == [r.id for r in records]
+    assert table.column("perturbation").to_pylist()[0]["noise_step"] == 500
+    assert (out / "gallery.html").is_file() and (out / "failures.jsonl").read_text() == ""
+    assert json.loads((out / "summary.json").read_text())["done"] == 10
+
+
+def test_same_inputs_and_seed_give_the_same_bytes(scenes, tmp_path):
+    config = GenerateConfig.model_validate({"regions": {"mode": "annotations"}, "seed": 7})
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_generate(scenes, a, config, workers=1, gallery=False)
+    run_generate(scenes, b, config, workers=2, gallery=False)
+    for ra, rb in zip(_records(a), _records(b), strict=True):
+        assert ra == rb
+        assert (a / ra.rejected_image).read_bytes() == (b / rb.rejected_image).read_bytes()
+    other = tmp_path / "c"
+    run_generate(scenes, other, config.model_copy(update={"seed": 8}), workers=1, gallery=False)
+    first = _records(other)[0]
+    assert (other / first.rejected_image).read_bytes() != (a / _records(a)[0].rejected_image).read_bytes()
+
+
+def test_global_and_random_modes(scenes, tmp_path):
+    g = tmp_path / "g"
+    run_generate(scenes, g, GenerateConfig.model_validate({"regions": {"mode": "global"}}), workers=1,
+                 gallery=False)
+    for rec in _records(g):
+        assert not rec.perturbation.fallback and rec.regions[0].source == "global"
+        assert rec.regions[0].area == 1.0
+    r = tmp_path / "r"
+    run_generate(scenes, r, GenerateConfig.model_validate({"regions": {"mode": "random"}}), workers=1,
+                 gallery=False)
+    for rec in _records(r):
+        check_record_contract(r, rec)
+        assert rec.regions[0].source == "random" and rec.regions[0].area == pytest.approx(0.2, rel=0.05)
+
+
+def test_killed_run_resumes_where_it_stopped(scenes, tmp_path):
+    out = tmp_path / "out"
+    config = GenerateConfig.model_validate({"regions": {"mode": "annotations"}})
+    run_generate(scenes, out, config, workers=1, gallery=False)
+    before = (out / "dataset.jsonl").read_text()
+    # a run killed after 6 items: records of the other 4 never written
+    for rec in _records(out)[6:]:
+        (out / "records" / Path(rec.rejected_image).with_suffix(".json").name).unlink()
+    summary = run_generate(scenes, out, config, workers=2, gallery=False)
+    assert (summary.done, summary.skipped, summary.failed) == (4, 6, 0)
+    assert (out / "dataset.jsonl").read_text() == before
+    again = run_generate(scenes, out, config, workers=1, gallery=False)
+    assert (again.done, again.skipped) == (0, 10)
+    # different options write new outputs, never overwrite
+    changed = run_generate(scenes, out, config.model_copy(update={"seed": 1}), workers=1, gallery=False)
+    assert changed.done == 10
+
+
+def _png_data_uri(w: int, h: int) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (10, 200, 30)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def test_bad_rows_become_failures_and_the_run_goes_on(scenes, tmp_path):
+    good = [json.loads(line) for line in scenes.read_text().splitlines()][:2]
+    for g in good:
+        g["image"] = str(scenes.parent / g["image"])
+    rows = [
+        json.dumps(good[0]),
+        '{"id": "broken", "image": ',  # broken JSON
+        json.dumps({"id": "noimage", "image": "missing.png", "question": "q", "chosen": "a cat", "rejected": "b"}),
+        json.dumps({"id": "empty", "image": good[1]["image"], "question": "q", "chosen": "  ", "rejected": "b"}),
+        json.dumps({"id": "huge", "image": _png_data_uri(400, 400), "question": "q", "chosen": "A green field.",
+                    "rejected": "A red field."}),
+        json.dumps({"id": "notimage", "image": "data:image/png;base64," + base64.b64encode(b"hello").decode(),
+                    "question": "q", "chosen": "A dog.", "rejected": "A cat."}),
+        json.dumps(good[1]),
+        json.dumps(good[1]),  # duplicate id
+    ]
+    path = tmp_path / "items.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    config = GenerateConfig.model_validate({"limits": {"max_pixels": 100_000}})
+    summary = run_generate(path, out, config, workers=1)
+    assert summary.done == 2 and summary.failed == 6
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    by_row = {f["row"]: f for f in failures}
+    assert sorted(by_row) == [1, 2, 3, 4, 5, 7]
+    assert "JSON" in by_row[1]["reason"]
+    assert "missing.png" in by_row[2]["reason"]
+    assert "empty" in by_row[3]["reason"]
+    assert "max_pixels" in by_row[4]["reason"] and "160000" in by_row[4]["reason"]
+    assert by_row[5]["stage"] == "image"
+    assert "duplicate id" in by_row[7]["reason"]
+    assert len(_records(out)) == 2
+
+
+def test_cli_generate_and_export(scenes, tmp_path):
+    import subprocess
+    import sys
+
+    mfpo = shutil.which("mfpo") or str(Path(sys.executable).parent / "mfpo")
+    out = tmp_path / "out"
+    proc = subprocess.run([mfpo, "generate", str(scenes), "--out", str(out), "--regions", "annotations",
+                           "--workers", "2", "--top-k", "2", "--seed", "5"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "done 10, resumed 0, failed 0" in proc.stdout and "items/s" in proc.stdout
+    assert all(len(r.keywords) <= 2 and r.perturbation.seed for r in _records(out))
+    for fmt in ("trl", "rlaifv", "hf"):
+        proc = subprocess.run([mfpo, "export", str(out), "--format", fmt, "--out", str(tmp_path / fmt)],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    bad = subprocess.run([mfpo, "generate", str(scenes), "--out", str(out), "--noise-step", "5000"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "noise_step" in bad.stderr
