@@ -48,7 +48,8 @@ _NOUN_LEMMA_OVERRIDES: dict[str, str] = {
 NON_VISUAL_NOUNS: frozenset[str] = frozenset(
     """
     image picture photo photograph pic snapshot shot scene scenery view perspective angle composition
-    focus foreground background midground backdrop setting environment surroundings atmosphere ambiance
+    focus foreground background midground backdrop setting environment surroundings gradient trick stack pile
+    atmosphere ambiance
     ambience mood vibe feel feeling sense sensation emotion impression moment time day daytime nighttime
     night evening morning afternoon season weather occasion event activity action interaction experience
     life lifestyle energy spirit essence beauty charm style design theme concept idea element aspect

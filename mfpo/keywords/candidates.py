@@ -37,6 +37,9 @@ _NOUN_TAGS = frozenset({"NN", "NNS", "NNP", "NNPS"})
 _ADJ_TAGS = frozenset({"JJ", "JJR", "JJS"})
 _VERB_AFTER_SUBJECT = frozenset({"VBZ", "VBD", "MD", "VBP"})
 _OBJECT_START = frozenset({"DT", "PRP$", "CD"})
+_SENTENCE_END = frozenset({".", "!", "?", ";", ":"})
+_IMPERATIVE_OBJECT = frozenset({"that", "the", "a", "an", "how", "there", "this", "these"})
+_BE_FORMS = frozenset({"is", "are", "was", "were", "be", "been", "being", "'s", "'re"})
 _NEGATION_CUES = frozenset({"no", "without", "not", "n't", "nor", "neither"})
 _NEGATION_SKIP = frozenset({"a", "an", "the", "any", "single", "visible", "other", "signs", "sign", "of"})
 _WORDLIKE = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
@@ -95,6 +98,16 @@ def pos_tag(tokens: Sequence[str]) -> list[str]:
     return repair_tags(list(tokens), [t for _, t in tagged])
 
 
+def prev_word(tokens: Sequence[str], i: int) -> str:
+    """Lowercased token before ``i`` ("" at the start)."""
+    return tokens[i - 1].lower() if i > 0 else ""
+
+
+def next_word(tokens: Sequence[str], i: int) -> str:
+    """Lowercased token after ``i`` ("" at the end)."""
+    return tokens[i + 1].lower() if i + 1 < len(tokens) else ""
+
+
 def _has_reading(word: str, upos: str) -> bool:
     return upos in getAllLemmas(word.lower())
 
@@ -108,7 +121,9 @@ def repair_tags(tokens: Sequence[str], tags: Sequence[str]) -> list[str]:
     3. plural noun between a noun and a determiner is a verb: "surfer rides/NNS a" -> VBZ;
     4. participle between a determiner/adjective and a noun is an adjective: "a parked/VBN car";
     5. adjective with no adjective reading after a determiner, not before a noun or
-       adjective, is a noun: "a t-shirt/JJ and" -> NN.
+       adjective, is a noun: "a t-shirt/JJ and" -> NN;
+    6. sentence-initial noun before "that"/a determiner is an imperative: "Notice/NN that" -> VB;
+    7. "-ing" noun after a form of "be" before an object is a verb: "is reading/NN a paper" -> VBG.
     """
     out = list(tags)
     n = len(tokens)
@@ -121,6 +136,17 @@ def repair_tags(tokens: Sequence[str], tags: Sequence[str]) -> list[str]:
             out[i] = "NN"
         elif tag == "NNS" and prev in _NOUN_TAGS and nxt in _OBJECT_START and _has_reading(tok, "VERB"):
             out[i] = "VBZ"
+        elif (
+            tag in _NOUN_TAGS
+            and (i == 0 or tokens[i - 1] in _SENTENCE_END)
+            and next_word(tokens, i) in _IMPERATIVE_OBJECT
+            and _has_reading(tok, "VERB")
+        ):
+            out[i] = "VB"
+        elif tag == "NN" and tok.lower().endswith("ing") and prev_word(tokens, i) in _BE_FORMS and (
+            nxt in _OBJECT_START or nxt in _NOUN_TAGS | _ADJ_TAGS
+        ):
+            out[i] = "VBG"
         elif tag in {"VBN", "VBG"} and prev in (_ADJ_TAGS | {"DT", "PRP$"}) and nxt in _NOUN_TAGS:
             out[i] = "JJ"
         elif (
@@ -134,14 +160,14 @@ def repair_tags(tokens: Sequence[str], tags: Sequence[str]) -> list[str]:
 
 
 def _token_class(token: str, tag: str, config: KeywordConfig) -> str:
-    """'N' noun, 'A' adjective, 'X' boundary, for the adjective* noun+ pattern."""
+    """'N' noun, 'A' adjective, 'V' non-visual noun, 'X' other boundary (adjective* noun+ pattern)."""
     word = token.lower()
     if len(word) < config.min_word_chars or not _WORDLIKE.fullmatch(word):
         return "X"
     if word in config.extra_stopwords or lemma(word) in config.extra_stopwords:
         return "X"
     if tag in _NOUN_TAGS:
-        return "X" if lemma(word) in NON_VISUAL_NOUNS else "N"
+        return "V" if lemma(word) in NON_VISUAL_NOUNS else "N"
     if tag in _ADJ_TAGS:
         return "X" if word in STOP_MODIFIERS else "A"
     return "X"
@@ -151,12 +177,16 @@ def noun_phrases(tokens: Sequence[str], tags: Sequence[str], config: KeywordConf
     """Maximal adjective* noun+ runs, trimmed to ``config.max_phrase_words`` from the left.
 
     A run longer than the limit keeps its last words (the head noun and nearest
-    modifiers); runs shorter than ``config.min_phrase_words`` are dropped.
+    modifiers); runs shorter than ``config.min_phrase_words`` are dropped. A run that
+    continues into a non-visual noun modifies it and is dropped ("a sandy gradient",
+    "a cozy atmosphere"); one that follows it is kept ("background trees" -> "trees").
     """
     classes = "".join(_token_class(t, g, config) for t, g in zip(tokens, tags, strict=True))
     out = []
     for m in re.finditer(r"A*N+", classes):
         start, end = m.start(), m.end()
+        if end < len(classes) and classes[end] == "V":
+            continue
         start = max(start, end - config.max_phrase_words)
         if end - start < config.min_phrase_words:
             continue
