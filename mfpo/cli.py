@@ -20,9 +20,17 @@ app = typer.Typer(
 
 class RegionModeChoice(str, Enum):
     annotations = "annotations"
+    grounded = "grounded"
     global_ = "global"
     random = "random"
     auto = "auto"
+
+
+class SamTypeChoice(str, Enum):
+    vit_h = "vit_h"
+    vit_l = "vit_l"
+    vit_b = "vit_b"
+    vit_tiny = "vit_tiny"
 
 
 class ExportFormat(str, Enum):
@@ -75,8 +83,18 @@ def generate(
         typer.Option("--config", help="JSON file of GenerateConfig options; flags given override it."),
     ] = None,
     gallery: Annotated[bool, typer.Option(help="Write gallery.html.")] = True,
+    grounding_model: Annotated[
+        Path | None, typer.Option(help="GroundingDINO or OWLv2 transformers folder (grounded regions).")
+    ] = None,
+    sam_checkpoint: Annotated[Path | None, typer.Option(help="segment-anything checkpoint (grounded regions).")] = None,
+    sam_type: Annotated[SamTypeChoice, typer.Option(help="Architecture of --sam-checkpoint.")] = SamTypeChoice.vit_h,
+    device: Annotated[str, typer.Option(help="Device of the models: auto | cpu | cuda | cuda:N.")] = "auto",
 ) -> None:
-    """Make the MFPO image-preference dataset for INPUT into OUT."""
+    """Make the MFPO image-preference dataset for INPUT into OUT.
+
+    With --grounding-model and --sam-checkpoint, `--regions auto` maps keywords to regions with
+    annotations first, then grounding + SAM, then the whole image.
+    """
     from pydantic import ValidationError
     from tqdm import tqdm
 
@@ -95,10 +113,21 @@ def generate(
     options.setdefault("regions", {})["mode"] = regions.value
     options.setdefault("perturbation", {}).update(noise_step=noise_step, schedule=schedule)
     options["seed"] = seed
+    if grounding_model is not None:
+        options["regions"]["grounding"] = {"model_path": str(grounding_model), "device": device}
+    if sam_checkpoint is not None:
+        options["regions"]["sam"] = {"checkpoint": str(sam_checkpoint), "sam_type": sam_type.value, "device": device}
     try:
         config = GenerateConfig.model_validate(options)
     except (ValidationError, ValueError, TypeError) as exc:
         _fail(f"invalid options: {exc}")
+    if config.regions.models_configured:
+        from mfpo.pipeline.resources import build_resources
+
+        try:  # load the models now: a bad path or a wrong --sam-type is an error at start-up
+            build_resources(config.regions)
+        except (OSError, ValueError, RuntimeError) as exc:
+            _fail(str(exc))
     total = _count_rows(input_path)
     n_workers = workers or os.cpu_count() or 1
     with tqdm(total=total, unit="item", desc="generate", file=sys.stderr, dynamic_ncols=True) as bar:
@@ -163,6 +192,27 @@ def keywords(
 
     for kw in extract_keywords(text, KeywordConfig(top_k=top_k)):
         typer.echo(f"{kw.score:.4f}\t{kw.text}")
+
+
+models_app = typer.Typer(no_args_is_help=True, help="Model files for the grounded region stage.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("tiny")
+def models_tiny(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the tiny models into.")],
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+) -> None:
+    """Tiny random-weight GroundingDINO, OWLv2 and SAM (vit_tiny) for offline smoke tests."""
+    from mfpo.models.tiny import write_tiny_models
+
+    paths = write_tiny_models(out, seed=seed)
+    for name, path in paths.items():
+        typer.echo(f"{name}: {path}")
+    typer.echo(
+        f"try: mfpo generate ITEMS.jsonl --out OUT --regions grounded --grounding-model {paths['grounding_dino']} "
+        f"--sam-checkpoint {paths['sam']} --sam-type vit_tiny"
+    )
 
 
 def main() -> None:

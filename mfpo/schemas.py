@@ -98,6 +98,7 @@ class KeywordScore(BaseModel):
 
 
 RegionSource = Literal["annotations", "grounded", "global", "random"]
+"""Provider of a region; the fallback chain is annotations -> grounded -> global."""
 
 
 class RegionRecord(BaseModel):
@@ -131,6 +132,10 @@ class ResultRecord(BaseModel):
     mask: str
     keywords: list[KeywordScore]
     regions: list[RegionRecord]
+    keywords_not_found: list[str] = Field(
+        default_factory=list,
+        description="Keywords that no keyword-based provider located (no box above threshold, or a degenerate mask).",
+    )
     perturbation: PerturbationRecord
 
 

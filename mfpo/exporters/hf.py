@@ -40,6 +40,7 @@ def hf_features() -> Features:
                     "area": Value("float64"),
                 }
             ],
+            "keywords_not_found": [Value("string")],
             "perturbation": {
                 "mode": Value("string"),
                 "noise_step": Value("int64"),

@@ -38,6 +38,7 @@ RECORD_SCHEMA = pa.schema(
                 )
             ),
         ),
+        ("keywords_not_found", pa.list_(pa.string())),
         (
             "perturbation",
             pa.struct(

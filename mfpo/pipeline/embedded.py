@@ -5,6 +5,9 @@ processes (one per core by default) that load the image, run the stages and writ
 the outputs to the store. A row whose record already exists is skipped, so a killed
 run continues where it stopped. At the end the records are gathered, in input order,
 into ``dataset.jsonl`` and ``dataset.parquet``; failures go to ``failures.jsonl``.
+
+With a grounding model and SAM configured, the models are loaded once in the main
+process at start-up and items run there in batches of the SAM batch size.
 """
 
 from __future__ import annotations
@@ -194,8 +197,11 @@ def run_generate(
     read_failures: list[Failure] = []
     rows = read_items(Path(input_path), input_format, config.limits)
     outcomes: list[RowOutcome] = []
+    if config.regions.sam is not None:
+        # Grounding + SAM: models load once in this process (below, before any item is read, so a bad
+        # path fails at start-up); the accelerator is the parallelism and batches fill its encoder.
+        workers, batch_size = 1, max(batch_size, config.regions.sam.effective_batch_size)
     batches = _batches(rows, batch_size, read_failures)
-
     if workers == 1:
         resources = build_resources(config.regions)
         for batch in batches:

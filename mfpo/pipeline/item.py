@@ -153,6 +153,14 @@ def perturb(prepared: PreparedItem, regions: RegionResult, config: GenerateConfi
     return rejected, mask
 
 
+def keywords_not_found(keywords: list[KeywordScore], regions: RegionResult, config: GenerateConfig) -> list[str]:
+    """Keywords with no region, for the modes that look for keywords (not global / random)."""
+    if config.regions.mode in ("global", "random"):
+        return []
+    located = {r.keyword for r in regions.regions}
+    return [k.text for k in keywords if k.text not in located]
+
+
 def build_record(
     prepared: PreparedItem,
     keywords: list[KeywordScore],
@@ -175,6 +183,7 @@ def build_record(
             RegionRecord(keyword=r.keyword, box=mask_box(r.mask), source=r.source, area=mask_area(r.mask))
             for r in regions.regions
         ],
+        keywords_not_found=keywords_not_found(keywords, regions, config),
         perturbation=PerturbationRecord(
             mode=config.regions.mode,
             noise_step=config.perturbation.noise_step,

@@ -9,6 +9,7 @@ from mfpo.keywords.vectors import PhraseEmbedder, get_embedder
 from mfpo.regions.annotations import AnnotationProvider
 from mfpo.regions.base import RegionProvider
 from mfpo.regions.config import RegionsConfig
+from mfpo.regions.grounded import get_grounded_provider
 from mfpo.regions.matching import match_keyword
 from mfpo.regions.random_region import RandomProvider
 from mfpo.regions.whole_image import GlobalProvider
@@ -28,8 +29,8 @@ def build_providers(
 ) -> tuple[list[RegionProvider], bool]:
     """The provider chain for a region mode, and whether it falls back to the whole image.
 
-    annotations -> [annotations] + global fallback; global -> [global]; random -> [random];
-    auto -> [annotations, *model_providers] + global fallback.
+    annotations -> [annotations] + global fallback; grounded -> [grounded] + global fallback;
+    global -> [global]; random -> [random]; auto -> [annotations, *model_providers] + global fallback.
     """
     annotations = AnnotationProvider(
         partial(match_keyword, embedder=embedder, threshold=config.match_threshold)
@@ -40,11 +41,16 @@ def build_providers(
         return [GlobalProvider()], False
     if config.mode == "random":
         return [RandomProvider(config.random_fraction, config.random_aspect_range)], False
+    if config.mode == "grounded":
+        return [*(model_providers or [])], True
     return [annotations, *(model_providers or [])], True
 
 
 def build_resources(config: RegionsConfig) -> StageResources:
-    """Load the embedder (cached per process) and build the provider chain."""
+    """Load the embedder and any grounding + SAM models (each once per process); build the chain."""
     embedder = get_embedder()
-    providers, fallback = build_providers(config, embedder)
+    models: list[RegionProvider] = []
+    if config.grounding is not None and config.sam is not None and config.mode in ("grounded", "auto"):
+        models.append(get_grounded_provider(config.grounding, config.sam))
+    providers, fallback = build_providers(config, embedder, models)
     return StageResources(embedder=embedder, providers=providers, fallback_to_global=fallback)

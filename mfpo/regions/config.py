@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mfpo.config import ComponentConfig
+from mfpo.grounding.config import GroundingConfig
+from mfpo.segmentation.config import SamConfig
 
-RegionMode = Literal["annotations", "global", "random", "auto"]
+RegionMode = Literal["annotations", "grounded", "global", "random", "auto"]
 
 
 class RegionsConfig(ComponentConfig):
@@ -19,8 +21,9 @@ class RegionsConfig(ComponentConfig):
         description=(
             "annotations: keywords matched to the item's labelled boxes/polygons; global: the whole "
             "image; random: a random rectangle covering random_fraction of the image (the paper's "
-            "ablation); auto: annotations when the item has them, then any model-based provider "
-            "configured, then global. Every mode except global and random falls back to global "
+            "ablation); grounded: grounding model boxes -> SAM masks (needs grounding and sam); auto: "
+            "annotations when the item has them, then grounded when models are configured, then global. "
+            "Every mode except global and random falls back to global "
             "when no region is found, recorded as perturbation.fallback = true."
         ),
     )
@@ -40,3 +43,19 @@ class RegionsConfig(ComponentConfig):
             "label, when neither lemma nor synonym match."
         ),
     )
+    grounding: GroundingConfig | None = Field(
+        default=None, description="Zero-shot detector for the grounded provider (None: not configured)."
+    )
+    sam: SamConfig | None = Field(default=None, description="SAM for the grounded provider (None: not configured).")
+
+    @property
+    def models_configured(self) -> bool:
+        return self.grounding is not None and self.sam is not None
+
+    @model_validator(mode="after")
+    def _grounded_needs_models(self) -> RegionsConfig:
+        if self.mode == "grounded" and not self.models_configured:
+            raise ValueError("regions mode 'grounded' needs both a grounding model and a SAM checkpoint")
+        if (self.grounding is None) != (self.sam is None):
+            raise ValueError("the grounded provider needs both 'grounding' and 'sam' settings, not one of them")
+        return self
