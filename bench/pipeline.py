@@ -24,6 +24,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
 import torch
 
 from mfpo.images import encode_png
@@ -71,8 +72,9 @@ def bench_size(size: int, n: int, work: Path, config: GenerateConfig) -> dict:
         t3 = time.perf_counter()
         rejected, mask = perturb(p, regions, config)
         t4 = time.perf_counter()
-        out = ItemOutputs(p, build_record(p, kws, regions, config), encode_png(rejected),
-                          encode_png(mask.astype("uint8") * 255))
+        level = config.png_compress_level
+        out = ItemOutputs(p, build_record(p, kws, regions, config), encode_png(rejected, level),
+                          encode_png(mask.astype("uint8") * 255, level))
         store_outputs(store, out)
         t5 = time.perf_counter()
         for k, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
@@ -87,11 +89,31 @@ def bench_size(size: int, n: int, work: Path, config: GenerateConfig) -> dict:
     }
 
 
+def bench_png_levels(size: int, levels: tuple[int, ...] = (1, 6), repeats: int = 3) -> dict:
+    """Encode time of one noised ``size``^2 scene at each zlib level, side by side, and the ratio."""
+    from mfpo.perturbation import PerturbationConfig, alpha_bar, perturb_in_mask
+    from mfpo.synth import make_scene
+
+    image = make_scene(SynthConfig(n=1, seed=1, width=size, height=size), 0).image
+    mask = np.zeros(image.shape[:2], dtype=bool)
+    mask[size // 4 : size // 2, size // 4 : 3 * size // 4] = True
+    rejected = perturb_in_mask(image, mask, alpha_bar(PerturbationConfig()), 0)
+    out: dict = {"pixels": size * size, "mask_fraction": float(mask.mean())}
+    for level in levels:
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            data = encode_png(rejected, level)
+        out[f"level{level}_ms"] = round((time.perf_counter() - t0) / repeats * 1000, 1)
+        out[f"level{level}_bytes"] = len(data)
+    out["time_ratio_default6_to_1"] = round(out["level6_ms"] / out["level1_ms"], 2)
+    return out
+
+
 def bench_caption_length(config: GenerateConfig, repeats: int = 5) -> list[dict]:
     """Keyword-stage time as the answer grows (1, 2, 4, 8, 16 sentences)."""
-    from mfpo.keywords.vectors import get_embedder
+    from mfpo.keywords.vectors import PhraseEmbedder
 
-    embedder = get_embedder()
+    embedder = PhraseEmbedder(cache_size=0)  # no memo: every repeat embeds its phrases again
     sentences = [
         "A red car is parked next to a wooden fence.",
         "Two small dogs are playing on the green grass.",
@@ -126,6 +148,7 @@ def main() -> None:
     try:
         sizes = [bench_size(int(s), args.n, work, config) for s in args.sizes.split(",")]
         length = bench_caption_length(config)
+        png = bench_png_levels(max(int(s) for s in args.sizes.split(",")))
     finally:
         if args.out is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -144,6 +167,7 @@ def main() -> None:
             for s in sizes
         ],
         "keywords_vs_caption_length": length,
+        "png_levels": png,
     }
     print(json.dumps(result))
 

@@ -114,9 +114,11 @@ def generate(
     options.setdefault("perturbation", {}).update(noise_step=noise_step, schedule=schedule)
     options["seed"] = seed
     if grounding_model is not None:
-        options["regions"]["grounding"] = {"model_path": str(grounding_model), "device": device}
+        options["regions"].setdefault("grounding", {}).update(model_path=str(grounding_model), device=device)
     if sam_checkpoint is not None:
-        options["regions"]["sam"] = {"checkpoint": str(sam_checkpoint), "sam_type": sam_type.value, "device": device}
+        options["regions"].setdefault("sam", {}).update(
+            checkpoint=str(sam_checkpoint), sam_type=sam_type.value, device=device
+        )
     try:
         config = GenerateConfig.model_validate(options)
     except (ValidationError, ValueError, TypeError) as exc:

@@ -23,6 +23,16 @@ class GenerateConfig(ComponentConfig):
     )
     limits: ImageLimits = Field(default_factory=ImageLimits, description="Input image limits.")
     seed: int = Field(default=0, ge=0, description="Run seed; each item's noise seed derives from it.")
+    png_compress_level: int = Field(
+        default=1,
+        ge=0,
+        le=9,
+        description=(
+            "zlib level of the rejected-image and mask PNGs (lossless at every level). Noise does not compress: "
+            "at 1024^2, level 1 encodes ~2.8x faster than PIL's default 6 for ~15% larger files. "
+            "Not part of the output keys (pixels do not depend on it)."
+        ),
+    )
 
     def output_options(self) -> dict[str, Any]:
         """The options that decide an item's outputs (hashed into its output keys)."""

@@ -214,8 +214,8 @@ def generate_batch(
         results[i] = ItemOutputs(
             prepared=p,
             record=build_record(p, kws, regions, config),
-            rejected_png=encode_png(rejected),
-            mask_png=encode_png(mask.astype(np.uint8) * 255),
+            rejected_png=encode_png(rejected, config.png_compress_level),
+            mask_png=encode_png(mask.astype(np.uint8) * 255, config.png_compress_level),
         )
     return [r for r in results if r is not None]
 
