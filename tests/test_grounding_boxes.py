@@ -106,3 +106,26 @@ def test_sam_config_defaults_and_validation():
         SamConfig(checkpoint="x", sam_type="vit_x")
     with pytest.raises(ValueError, match="min_mask_fraction"):
         SamConfig(checkpoint="x", min_mask_fraction=0.5, max_mask_fraction=0.4)
+
+
+def test_prefetched_keeps_order_overlaps_and_raises_in_place():
+    import threading
+
+    from mfpo.prefetch import prefetched
+
+    seen_threads = set()
+
+    def square(x: int) -> int:
+        seen_threads.add(threading.current_thread().name)
+        if x == 3:
+            raise ValueError("bad item 3")
+        return x * x
+
+    assert list(prefetched([0, 1, 2], square)) == [(0, 0), (1, 1), (2, 4)]
+    assert all(name.startswith("mfpo-prefetch") for name in seen_threads)
+    assert list(prefetched([], square)) == []
+    got = []
+    with pytest.raises(ValueError, match="bad item 3"):
+        for item, value in prefetched([1, 2, 3, 4], square):
+            got.append((item, value))
+    assert got == [(1, 1), (2, 4)]

@@ -28,6 +28,7 @@ from PIL import Image
 from mfpo.devices import autocast, resolve_device, resolve_dtype
 from mfpo.grounding.boxes import detector_boxes_to_image, nms
 from mfpo.grounding.config import GroundingConfig
+from mfpo.prefetch import prefetched
 
 UInt8Image = npt.NDArray[np.uint8]
 
@@ -138,31 +139,38 @@ class ZeroShotDetector:
         out: list[dict[str, KeywordBoxes]] = [{} for _ in images]
         todo = [i for i, kws in enumerate(keywords) if kws]
         step = self.config.batch_size
-        for s in range(0, len(todo), step):
-            chunk = todo[s : s + step]
-            found = self._detect_batch([images[i] for i in chunk], [list(keywords[i]) for i in chunk])
+        chunks = [todo[s : s + step] for s in range(0, len(todo), step)]
+        owl = self.architecture == "owlv2"
+        prepare = self._prepare_owlv2 if owl else self._prepare_grounding_dino
+        finish = self._finish_owlv2 if owl else self._finish_grounding_dino
+
+        def prepare_chunk(chunk: list[int]) -> Any:
+            return prepare([images[i] for i in chunk], [list(keywords[i]) for i in chunk])
+
+        # the loader thread runs the processor (resize, normalize, tokenize) on chunk k+1 meanwhile
+        for chunk, prepared in prefetched(chunks, prepare_chunk):
+            found = finish(prepared, self._forward(prepared["inputs"]))
             for i, f in zip(chunk, found, strict=True):
                 out[i] = f
         return out
 
-    def _detect_batch(self, images: list[UInt8Image], keywords: list[list[str]]) -> list[dict[str, KeywordBoxes]]:
-        if self.architecture == "owlv2":
-            return self._detect_owlv2(images, keywords)
-        return self._detect_grounding_dino(images, keywords)
-
     def _forward(self, inputs: Any) -> Any:
-        inputs = inputs.to(self.device)
+        if self.device.type == "cuda":
+            inputs = {k: v.pin_memory() if hasattr(v, "pin_memory") else v for k, v in inputs.items()}
+        inputs = {k: v.to(self.device, non_blocking=True) if hasattr(v, "to") else v for k, v in inputs.items()}
         with torch.inference_mode(), autocast(self.device, self.dtype):
             return self.model(**inputs)
 
-    def _detect_grounding_dino(
-        self, images: list[UInt8Image], keywords: list[list[str]]
-    ) -> list[dict[str, KeywordBoxes]]:
+    def _prepare_grounding_dino(self, images: list[UInt8Image], keywords: list[list[str]]) -> dict[str, Any]:
         prompts, spans = zip(*(grounding_prompt(kws) for kws in keywords), strict=True)
         pil = [Image.fromarray(im) for im in images]
         inputs = self.processor(images=pil, text=list(prompts), return_tensors="pt", padding=True)
         offsets = self.processor.tokenizer(list(prompts), return_offsets_mapping=True, padding=True)["offset_mapping"]
-        outputs = self._forward(inputs)
+        return {"inputs": inputs, "offsets": offsets, "spans": spans, "images": images, "keywords": keywords}
+
+    def _finish_grounding_dino(self, prepared: dict[str, Any], outputs: Any) -> list[dict[str, KeywordBoxes]]:
+        inputs, offsets, spans = prepared["inputs"], prepared["offsets"], prepared["spans"]
+        images, keywords = prepared["images"], prepared["keywords"]
         probs = outputs.logits.float().sigmoid().cpu().numpy()  # (B, Q, 256)
         pred = outputs.pred_boxes.float().cpu().numpy()  # (B, Q, 4) normalized cxcywh
         n_tokens = inputs["input_ids"].shape[1]
@@ -182,12 +190,15 @@ class ZeroShotDetector:
             )
         return results
 
-    def _detect_owlv2(self, images: list[UInt8Image], keywords: list[list[str]]) -> list[dict[str, KeywordBoxes]]:
+    def _prepare_owlv2(self, images: list[UInt8Image], keywords: list[list[str]]) -> dict[str, Any]:
         pil = [Image.fromarray(im) for im in images]
         width = max(len(k) for k in keywords)
         queries = [[*k, *([" "] * (width - len(k)))] for k in keywords]
         inputs = self.processor(text=queries, images=pil, return_tensors="pt", padding=True)
-        outputs = self._forward(inputs)
+        return {"inputs": inputs, "images": images, "keywords": keywords}
+
+    def _finish_owlv2(self, prepared: dict[str, Any], outputs: Any) -> list[dict[str, KeywordBoxes]]:
+        images, keywords = prepared["images"], prepared["keywords"]
         probs = outputs.logits.float().sigmoid().cpu().numpy()  # (B, patches, queries)
         pred = outputs.pred_boxes.float().cpu().numpy()  # (B, patches, 4), normalized to the padded square
         results = []

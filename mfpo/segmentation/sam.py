@@ -25,6 +25,7 @@ import numpy.typing as npt
 import torch
 
 from mfpo.devices import autocast, resolve_device, resolve_dtype
+from mfpo.prefetch import prefetched
 from mfpo.segmentation.config import SamConfig
 
 UInt8Image = npt.NDArray[np.uint8]
@@ -138,9 +139,9 @@ class SamSegmenter:
         out: list[BoolMasks] = [np.zeros((0, *im.shape[:2]), dtype=bool) for im in images]
         todo = [i for i, b in enumerate(boxes) if len(b)]
         step = self.config.effective_batch_size
-        for s in range(0, len(todo), step):
-            chunk = todo[s : s + step]
-            prepared = [self.preprocess(images[i]) for i in chunk]
+        chunks = [todo[s : s + step] for s in range(0, len(todo), step)]
+        # the loader thread resizes/normalizes chunk k+1 while the encoder runs on chunk k
+        for chunk, prepared in prefetched(chunks, lambda c: [self.preprocess(images[i]) for i in c]):
             embeddings = self.embed(torch.stack([x for x, _ in prepared]))
             for j, i in enumerate(chunk):
                 out[i] = self.masks_for_boxes(
