@@ -194,7 +194,8 @@ class ZeroShotDetector:
         pil = [Image.fromarray(im) for im in images]
         width = max(len(k) for k in keywords)
         queries = [[*k, *([" "] * (width - len(k)))] for k in keywords]
-        inputs = self.processor(text=queries, images=pil, return_tensors="pt", padding=True)
+        # each image's queries are tokenized separately, then stacked: pad all to the model's text length
+        inputs = self.processor(text=queries, images=pil, return_tensors="pt", padding="max_length")
         return {"inputs": inputs, "images": images, "keywords": keywords}
 
     def _finish_owlv2(self, prepared: dict[str, Any], outputs: Any) -> list[dict[str, KeywordBoxes]]:
