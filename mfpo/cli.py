@@ -219,6 +219,7 @@ def models_tiny(
 
 def main() -> None:
     """Console entry point."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no per-load bars between our own output
     app()
 
 

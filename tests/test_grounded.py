@@ -155,3 +155,11 @@ def _low_thresholds(tmp_path: Path) -> Path:
                                                           "text_threshold": 0.0},
                                             "sam": {"checkpoint": "set-by-cli", "min_mask_fraction": 0.0}}}))
     return path
+
+
+def test_sdpa_attention_equals_segment_anything_attention(tiny, scenes):
+    eager = SamSegmenter(SamConfig(checkpoint=str(tiny["sam"]), sam_type="vit_tiny", device="cpu",
+                                   attention="eager"))
+    sdpa = SamSegmenter(SamConfig(checkpoint=str(tiny["sam"]), sam_type="vit_tiny", device="cpu"))
+    batch = torch.stack([eager.preprocess(s.image)[0] for s in scenes[:2]])
+    np.testing.assert_allclose(sdpa.embed(batch).numpy(), eager.embed(batch).numpy(), atol=1e-5, rtol=1e-4)

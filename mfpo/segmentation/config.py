@@ -30,6 +30,13 @@ class SamConfig(ComponentConfig):
     dtype: DtypeName = Field(
         default="auto", description="Autocast dtype: auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16."
     )
+    attention: Literal["sdpa", "eager"] = Field(
+        default="sdpa",
+        description=(
+            "Image-encoder attention: sdpa (torch scaled_dot_product_attention, fused kernels on GPU) or "
+            "eager (segment-anything's own matmul + softmax). Same function; sdpa is faster."
+        ),
+    )
     mask_dilation: int = Field(
         default=0, ge=0, le=64, description="Grow each keyword's mask by this many pixels (square structuring element)."
     )

@@ -7,9 +7,10 @@ corrupt file or a checkpoint of another size fails at start-up with a clear mess
 
 :class:`SamSegmenter` runs the image encoder on a *batch* of images at once
 (``ResizeLongestSide`` to 1024, ``Sam.preprocess`` normalize + pad, one
-``image_encoder`` call, bf16 autocast on GPU) and then, per image, all of its boxes in
-one ``SamPredictor.predict_torch`` call. :meth:`SamSegmenter.segment_one_at_a_time` is
-the reference path (``SamPredictor.set_image`` per image); both give the same masks.
+``image_encoder`` call, bf16 autocast on GPU, SDPA attention (:mod:`.attention`)) and
+then, per image, all of its boxes in one ``SamPredictor.predict_torch`` call.
+:meth:`SamSegmenter.segment_one_at_a_time` is the reference path (``SamPredictor.set_image``
+per image); both give the same masks.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 
 from mfpo.devices import autocast, resolve_device, resolve_dtype
 from mfpo.prefetch import prefetched
+from mfpo.segmentation.attention import use_sdpa_attention
 from mfpo.segmentation.config import SamConfig
 
 UInt8Image = npt.NDArray[np.uint8]
@@ -93,6 +95,8 @@ class SamSegmenter:
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.model = load_sam(config.sam_type, config.checkpoint).to(self.device)
+        if config.attention == "sdpa":
+            use_sdpa_attention(self.model.image_encoder)
         self.predictor = SamPredictor(self.model)
         self.transform = ResizeLongestSide(self.model.image_encoder.img_size)
 
