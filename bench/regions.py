@@ -9,10 +9,14 @@ the speedup ratios, and the SAM encoder's achieved TFLOP/s (FLOPs counted by
 ``torch.utils.flop_counter`` on one image, not assumed).
 
 CPU (default): real ``vit_b`` SAM architecture with random weights, the tiny
-GroundingDINO of ``mfpo models tiny``, small batch. GPU: ``--sam-type vit_h
---batch-sizes 1,2,4,8,16,32 --device cuda --peak-tflops 989`` (H100 SXM dense bf16).
+GroundingDINO of ``mfpo models tiny``, small batch. GPU (H100 SXM: 989 dense bf16 TFLOP/s)::
 
-    python bench/regions.py [--n 4] [--size 512] [--sam-type vit_b] [--batch-sizes 4]
+    python bench/regions.py --n 64 --size 1024 --sam-type vit_h --grounding grounding-dino-tiny \
+        --batch-sizes 1,2,4,8,16,32 --device cuda --peak-tflops 989 | tee -a bench/results/regions.jsonl
+
+CPU::
+
+    python bench/regions.py --n 2 --size 512 --sam-type vit_b --batch-sizes 1,2
 """
 
 from __future__ import annotations
@@ -56,6 +60,26 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int = 1) -> floa
     return (time.perf_counter() - t0) / repeats
 
 
+def write_grounding_dino_tiny_architecture(tiny_dir: Path, out_dir: Path) -> Path:
+    """GroundingDINO-tiny-sized model (Swin-T backbone, BERT-base text encoder: the
+    ``GroundingDinoConfig()`` defaults) with random weights, the tiny folder's tokenizer and
+    the real processor sizes (shortest edge 800, longest 1333), saved as a transformers folder."""
+    from transformers import (
+        AutoProcessor,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+    )
+
+    tokenizer = AutoProcessor.from_pretrained(tiny_dir).tokenizer
+    config = GroundingDinoConfig(text_config={"model_type": "bert", "vocab_size": len(tokenizer)})
+    torch.manual_seed(0)
+    GroundingDinoForObjectDetection(config).save_pretrained(out_dir)
+    GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(), tokenizer=tokenizer).save_pretrained(out_dir)
+    return out_dir
+
+
 def encoder_tflop_per_image(segmenter: SamSegmenter, image: np.ndarray) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -75,10 +99,15 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="device bf16 peak, for utilisation")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--grounding", default="tiny", choices=["tiny", "grounding-dino-tiny"],
+                        help="tiny: `mfpo models tiny`; grounding-dino-tiny: that architecture, random weights")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mfpo-bench-regions-"))
     tiny = write_tiny_models(work / "tiny")
+    grounding_path = tiny["grounding_dino"]
+    if args.grounding == "grounding-dino-tiny":
+        grounding_path = write_grounding_dino_tiny_architecture(grounding_path, work / "grounding-dino-tiny")
     checkpoint = work / f"sam_{args.sam_type}.pth"
     torch.manual_seed(0)
     torch.save(build_sam_architecture(args.sam_type).state_dict(), checkpoint)
@@ -92,7 +121,7 @@ def main() -> None:
     naive_sam = SamSegmenter(SamConfig(checkpoint=str(checkpoint), sam_type=args.sam_type, device=args.device,
                                        dtype="float32", batch_size=1, attention="eager"))
     device = naive_sam.device
-    naive_det = ZeroShotDetector(GroundingConfig(model_path=str(tiny["grounding_dino"]), device=args.device,
+    naive_det = ZeroShotDetector(GroundingConfig(model_path=str(grounding_path), device=args.device,
                                                  dtype="float32", batch_size=1, box_threshold=0.05))
     n = len(images)
 
@@ -124,7 +153,7 @@ def main() -> None:
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
         sam = SamSegmenter(SamConfig(checkpoint=str(checkpoint), sam_type=args.sam_type, device=args.device,
                                      batch_size=bs))
-        det = ZeroShotDetector(GroundingConfig(model_path=str(tiny["grounding_dino"]), device=args.device,
+        det = ZeroShotDetector(GroundingConfig(model_path=str(grounding_path), device=args.device,
                                                batch_size=bs, box_threshold=0.05))
         provider = GroundedProvider(det, sam)
         batch = torch.stack([sam.preprocess(im)[0] for im in images[:bs]])
@@ -159,7 +188,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "sam_type": args.sam_type,
         "sam_weights": "random",
-        "grounding_model": "tiny GroundingDINO (mfpo models tiny)",
+        "grounding_model": args.grounding,
         "images": n,
         "image_size": args.size,
         "encoder_tflop_per_image": round(tflop, 4),

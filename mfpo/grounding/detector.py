@@ -125,9 +125,15 @@ class ZeroShotDetector:
         self.dtype = resolve_dtype(config.dtype, self.device)
         try:
             self.processor: Any = AutoProcessor.from_pretrained(path, local_files_only=local)
-            self.model: Any = AutoModelForZeroShotObjectDetection.from_pretrained(path, local_files_only=local)
+            try:  # SDPA attention where the architecture has it (OWLv2's text/vision towers)
+                self.model: Any = AutoModelForZeroShotObjectDetection.from_pretrained(
+                    path, local_files_only=local, attn_implementation="sdpa"
+                )
+            except ValueError:  # e.g. GroundingDINO: its own (deformable) attention only
+                self.model = AutoModelForZeroShotObjectDetection.from_pretrained(path, local_files_only=local)
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot load grounding model {path!r}: {exc}") from exc
+        self.attention = str(getattr(self.model.config, "_attn_implementation", "eager"))
         self.model.to(self.device).eval()
 
     def detect(

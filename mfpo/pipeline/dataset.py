@@ -56,16 +56,26 @@ RECORD_SCHEMA = pa.schema(
 """Arrow schema of ``dataset.parquet``; image columns are paths relative to the dataset folder."""
 
 
+def dataset_jsonl(records: Sequence[ResultRecord]) -> bytes:
+    """``dataset.jsonl`` bytes: one JSON record per line, in order."""
+    rows = (json.dumps(r.model_dump(mode="json"), ensure_ascii=False) + "\n" for r in records)
+    return "".join(rows).encode("utf-8")
+
+
+def dataset_parquet(records: Sequence[ResultRecord]) -> bytes:
+    """``dataset.parquet`` bytes with :data:`RECORD_SCHEMA`."""
+    table = pa.Table.from_pylist([r.model_dump(mode="json") for r in records], schema=RECORD_SCHEMA)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return bytes(sink.getvalue().to_pybytes())
+
+
 def write_dataset(out_dir: Path, records: Sequence[ResultRecord]) -> None:
     """Write ``dataset.jsonl`` and ``dataset.parquet`` atomically (temp file + rename)."""
     out_dir = Path(out_dir)
-    rows = [r.model_dump(mode="json") for r in records]
-    _atomic_write(
-        out_dir / "dataset.jsonl",
-        lambda path: Path(path).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)),
-    )
-    table = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
-    _atomic_write(out_dir / "dataset.parquet", lambda path: pq.write_table(table, path))
+    jsonl, parquet = dataset_jsonl(records), dataset_parquet(records)
+    _atomic_write(out_dir / "dataset.jsonl", lambda path: Path(path).write_bytes(jsonl))
+    _atomic_write(out_dir / "dataset.parquet", lambda path: Path(path).write_bytes(parquet))
 
 
 def read_dataset(out_dir: Path) -> Iterator[ResultRecord]:

@@ -105,7 +105,7 @@ def prepare_item(
     stem = output_stem(
         iid, content_digest(data, item.question, item.chosen, item.rejected, annotations_json), options
     )
-    keys = OutputKeys(stem=stem, image_ext=_FORMAT_EXT.get(_image_format(data), ".png"))
+    keys = OutputKeys(stem=stem, image_ext=image_extension(data))
     return PreparedItem(
         row=row,
         item=item,
@@ -227,6 +227,11 @@ def store_outputs(store: ObjectStore, outputs: ItemOutputs) -> None:
     store.put(keys.rejected_image, outputs.rejected_png, "image/png")
     store.put(keys.mask, outputs.mask_png, "image/png")
     store.put(keys.record, outputs.record.model_dump_json().encode("utf-8"), "application/json")
+
+
+def image_extension(data: bytes) -> str:
+    """File extension of encoded image bytes (``.png``, ``.jpg``, ...), from the header."""
+    return _FORMAT_EXT.get(_image_format(data), ".png")
 
 
 def _image_format(data: bytes) -> str:
