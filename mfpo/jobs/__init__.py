@@ -12,8 +12,8 @@ from mfpo.jobs.store import DuplicateItem, JobClosed, JobKeys, JobNotFound, JobS
 
 __all__ = [
     "DuplicateItem",
-    "ItemRejected",
     "ItemOutcome",
+    "ItemRejected",
     "JobClosed",
     "JobKeys",
     "JobNotFinished",

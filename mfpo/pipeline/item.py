@@ -209,15 +209,21 @@ def generate_batch(
             results[i] = _failure(p, exc.stage, exc.reason)
     region_results = locate_regions([prepared[i] for i in ok], keywords, resources)
     for i, kws, regions in zip(ok, keywords, region_results, strict=True):
-        p = prepared[i]
-        rejected, mask = perturb(p, regions, config)
-        results[i] = ItemOutputs(
-            prepared=p,
-            record=build_record(p, kws, regions, config),
-            rejected_png=encode_png(rejected, config.png_compress_level),
-            mask_png=encode_png(mask.astype(np.uint8) * 255, config.png_compress_level),
-        )
+        results[i] = finish_item(prepared[i], kws, regions, config)
     return [r for r in results if r is not None]
+
+
+def finish_item(
+    prepared: PreparedItem, keywords: list[KeywordScore], regions: RegionResult, config: GenerateConfig
+) -> ItemOutputs:
+    """Stage 3 and the record: perturb inside the regions, encode the PNGs, build the record."""
+    rejected, mask = perturb(prepared, regions, config)
+    return ItemOutputs(
+        prepared=prepared,
+        record=build_record(prepared, keywords, regions, config),
+        rejected_png=encode_png(rejected, config.png_compress_level),
+        mask_png=encode_png(mask.astype(np.uint8) * 255, config.png_compress_level),
+    )
 
 
 def store_outputs(store: ObjectStore, outputs: ItemOutputs) -> None:
