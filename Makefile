@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,gpu]"
+	$(PY) -m pip install -q -e ".[dev,gpu,gateway,worker]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -29,7 +29,7 @@ services:
 	bash scripts/test-services.sh
 
 test: install services
-	$(VENV)/bin/ruff check mfpo tests bench
+	$(VENV)/bin/ruff check mfpo services worker tests bench
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 

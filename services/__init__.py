@@ -1,0 +1,1 @@
+"""Services of the distributed platform: thin shells around the ``mfpo`` library."""

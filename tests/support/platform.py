@@ -1,0 +1,102 @@
+"""Real platform processes for tests: a Redis database, Celery worker processes.
+
+Redis is the machine's server on 127.0.0.1:6379 (``.ci/run`` starts one when it is not
+answering); each test session takes its own database number and empties it. Workers are
+real ``celery worker`` processes (prefork pool), started in their own process group so
+a test can SIGKILL the whole worker, children included, as a crash would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def redis_url_for_tests(db: int) -> str:
+    """URL of database ``db`` on the local Redis, emptied; skips (or fails in CI) when Redis is down."""
+    import redis
+
+    url = f"redis://127.0.0.1:6379/{db}"
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2)
+        client.ping()
+        client.flushdb()
+    except redis.RedisError as exc:
+        message = f"no Redis at 127.0.0.1:6379 ({exc}); start one with `redis-server --daemonize yes`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@dataclass
+class CeleryWorker:
+    """A ``celery -A worker.app worker`` process group."""
+
+    env: dict[str, str]
+    queues: str = "cpu,gpu"
+    concurrency: int = 2
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="celery-", suffix=".log")[1]))
+
+    def start(self) -> CeleryWorker:
+        cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", self.queues,
+               "-c", str(self.concurrency), "--pool", "prefork", "-l", "INFO",
+               "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool children at once (a crash, no clean shutdown)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def platform_env(redis_url: str, s3_env: Mapping[str, str], bucket: str, **extra: str) -> dict[str, str]:
+    """Environment of a gateway or worker process pointing at the test Redis and S3 server."""
+    return {
+        **os.environ,
+        **s3_env,
+        "MFPO_REDIS_URL": redis_url,
+        "MFPO_S3_BUCKET": bucket,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.25, diagnostics=None) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until true; fail with ``what`` (and diagnostics) after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval_s)
+    extra = f"\n{diagnostics()}" if diagnostics else ""
+    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}{extra}")

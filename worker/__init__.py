@@ -1,0 +1,1 @@
+"""Celery workers of the platform: thin task shells around :mod:`mfpo.jobs.stages`."""

@@ -1,0 +1,38 @@
+"""The Celery application: Redis broker, late acks, one task at a time per GPU process.
+
+The object store is the system of record and Redis only transport: tasks carry ids
+(tenant, job, item), never payloads; results are written to the store, so there is no
+result backend. ``acks_late`` + ``reject_on_worker_lost`` put a task back on the queue
+when its worker dies; the Redis visibility timeout (a setting, longer than the longest
+task) redelivers a task whose worker vanished without a word.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from services.settings import Settings, get_settings
+
+CPU_QUEUE = "cpu"
+GPU_QUEUE = "gpu"
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("mfpo", broker=settings.redis_url, include=["worker.tasks"])
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_default_queue=CPU_QUEUE,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        task_track_started=False,
+    )
+    return app
+
+
+celery_app = create_celery(get_settings())
