@@ -20,6 +20,7 @@ from mfpo.pipeline.config import GenerateConfig
 from mfpo.schemas import ResultRecord
 from mfpo.storage.s3 import S3Store
 from mfpo.synth import SynthConfig, generate_scenes
+from worker.client import enqueue_item, reconcile
 
 OPTIONS = GenerateConfig.model_validate({"regions": {"mode": "annotations"}})
 
@@ -34,13 +35,10 @@ def platform(tmp_path_factory) -> Iterator[dict]:
         env = platform_env(redis_url, s3.env(), bucket)
         os.environ.update({k: v for k, v in env.items() if k.startswith("MFPO_")})
         from services.settings import get_settings
-        from worker import tasks
-        from worker.app import celery_app
+        from worker.app import create_celery
 
         get_settings.cache_clear()
-        tasks.job_store.cache_clear()
-        celery_app.conf.broker_url = redis_url
-        yield {"store": store, "env": env, "s3": s3, "tasks": tasks}
+        yield {"store": store, "env": env, "s3": s3, "celery": create_celery(get_settings())}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +55,7 @@ def _submit(platform: dict, rows: list[dict]) -> tuple[JobStore, object]:
     job = jobs.create_job("acme", "worker-test", OPTIONS)
     for seq, row in enumerate(rows):
         accept_item(jobs, job, row, seq)  # written to the store before it is queued
-        platform["tasks"].enqueue_item("acme", job.id, row["id"])
+        enqueue_item(platform["celery"], "acme", job.id, row["id"])
     return jobs, jobs.close_job(job)
 
 
@@ -72,7 +70,8 @@ def test_worker_processes_a_job_into_a_dataset(platform, items):
     worker = CeleryWorker(platform["env"]).start()
     try:
         jobs, job = _submit(platform, items[:12])
-        platform["tasks"].reconcile("acme", job.id)  # what close does: nothing pending is lost
+        # what close does: re-queue anything pending (nothing is, here) and ask for the dataset
+        reconcile(platform["celery"], JobStore(platform["store"]), "acme", job.id)
         wait_for(lambda: _dataset_ids(jobs, job) is not None, 180, "the job's dataset", diagnostics=worker.log)
         assert _dataset_ids(jobs, job) == [r["id"] for r in items[:12]]
     finally:
@@ -90,7 +89,7 @@ def test_sigkilled_worker_loses_nothing(platform, items):
     second = CeleryWorker(platform["env"]).start()
     try:
         # tasks held by the dead worker come back on reconcile (or after the visibility timeout)
-        platform["tasks"].reconcile("acme", job.id)
+        reconcile(platform["celery"], JobStore(platform["store"]), "acme", job.id)
         wait_for(lambda: _dataset_ids(jobs, job) is not None, 240, "the dataset after the crash",
                  diagnostics=second.log)
     finally:

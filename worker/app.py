@@ -12,9 +12,7 @@ from __future__ import annotations
 from celery import Celery
 
 from services.settings import Settings, get_settings
-
-CPU_QUEUE = "cpu"
-GPU_QUEUE = "gpu"
+from worker.client import CPU_QUEUE
 
 
 def create_celery(settings: Settings) -> Celery:

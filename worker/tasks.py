@@ -22,7 +22,8 @@ from mfpo.regions.config import RegionsConfig
 from mfpo.schemas import Failure
 from mfpo.storage.base import StoreUnavailable
 from services.settings import Settings, get_settings
-from worker.app import CPU_QUEUE, GPU_QUEUE, celery_app
+from worker.app import celery_app
+from worker.client import CPU_QUEUE, GPU_QUEUE, request_finalize
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def keywords_task(self: Any, tenant: str, job_id: str, item_id: str) -> None:
     if proceed:
         regions_task.apply_async((tenant, job_id, item_id), queue=regions_queue(job, get_settings()))
     else:
-        finalize_task.apply_async((tenant, job_id), queue=CPU_QUEUE)
+        request_finalize(celery_app, tenant, job_id)
 
 
 @celery_app.task(name="mfpo.regions", **TASK_OPTIONS)
@@ -118,7 +119,7 @@ def regions_task(self: Any, tenant: str, job_id: str, item_id: str) -> None:
     if proceed:
         perturb_task.apply_async((tenant, job_id, item_id), queue=CPU_QUEUE)
     else:
-        finalize_task.apply_async((tenant, job_id), queue=CPU_QUEUE)
+        request_finalize(celery_app, tenant, job_id)
 
 
 @celery_app.task(name="mfpo.perturb", **TASK_OPTIONS)
@@ -132,7 +133,7 @@ def perturb_task(self: Any, tenant: str, job_id: str, item_id: str) -> None:
         raise
     except Exception as exc:
         _fail_unexpected(job, item_id, "perturb", exc)
-    finalize_task.apply_async((tenant, job_id), queue=CPU_QUEUE)
+    request_finalize(celery_app, tenant, job_id)
 
 
 @celery_app.task(name="mfpo.finalize", **TASK_OPTIONS)
@@ -145,20 +146,3 @@ def finalize_task(self: Any, tenant: str, job_id: str) -> None:
         write_job_dataset(job_store(), job)
     except JobNotFinished:
         return
-
-
-def enqueue_item(tenant: str, job_id: str, item_id: str) -> None:
-    """Queue an item's first stage (the item must already be in the store)."""
-    keywords_task.apply_async((tenant, job_id, item_id), queue=CPU_QUEUE)
-
-
-def reconcile(tenant: str, job_id: str) -> int:
-    """Re-queue every item that has neither a result nor a failure; returns how many."""
-    jobs = job_store()
-    job = jobs.get_job(tenant, job_id)
-    pending = jobs.pending(job)
-    for item_id in pending:
-        enqueue_item(tenant, job_id, item_id)
-    if not pending:
-        finalize_task.apply_async((tenant, job_id), queue=CPU_QUEUE)
-    return len(pending)
