@@ -217,6 +217,25 @@ def models_tiny(
     )
 
 
+def _add_plugin_commands() -> None:
+    """Commands registered by the platform's shells (``mfpo serve``, ``mfpo worker``) via entry points."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="mfpo.commands"):
+        try:
+            app.command(ep.name)(ep.load())
+        except ImportError as exc:  # an extra that is not installed: the command says so
+            message = f"`mfpo {ep.name}` needs an extra that is not installed ({exc.name}): pip install 'mfpo[...]'"
+
+            def missing(message: str = message) -> None:
+                _fail(message)
+
+            app.command(ep.name, help=message)(missing)
+
+
+_add_plugin_commands()
+
+
 def main() -> None:
     """Console entry point."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no per-load bars between our own output

@@ -7,6 +7,8 @@ Layout under ``tenants/{tenant}/jobs/{job}/``:
 ``items/{item}.json``      :class:`~mfpo.jobs.records.StoredItem` (written before queueing)
 ``inputs/{item}{ext}``     the original image bytes
 ``outcomes/{item}.json``   :class:`~mfpo.jobs.records.ItemOutcome` (written after the outputs)
+``failed/{item}``          an empty marker per failed item (counts need no GET per item)
+``work/{item}/...``        intermediate stage outputs (:mod:`mfpo.jobs.stages`)
 ``out/...``                the outputs, in the layout of ``mfpo generate`` (images/, rejected/,
                            masks/, records/) so dataset and exporters read it unchanged
 ``dataset/...``            ``dataset.jsonl`` + ``dataset.parquet`` once the job is finished
@@ -139,7 +141,10 @@ class JobStore:
     # -- outcomes ------------------------------------------------------------------------
 
     def put_outcome(self, job: JobRecord, outcome: ItemOutcome) -> None:
-        self._put_json(JobKeys(job.tenant, job.id).outcome(outcome.item_id), outcome.model_dump_json())
+        keys = JobKeys(job.tenant, job.id)
+        if outcome.status == "failed":
+            self.store.put(f"{keys.root}/failed/{outcome.item_id}", b"", "text/plain")
+        self._put_json(keys.outcome(outcome.item_id), outcome.model_dump_json())
 
     def get_outcome(self, job: JobRecord, item_id: str) -> ItemOutcome | None:
         try:
@@ -149,6 +154,25 @@ class JobStore:
 
     def outcome_ids(self, job: JobRecord) -> set[str]:
         return {_id_of(k) for k in self.store.list(f"{JobKeys(job.tenant, job.id).root}/outcomes/")}
+
+    def counts(self, job: JobRecord) -> dict[str, int]:
+        """submitted / queued / running / done / failed, from three LISTs (no GET per item).
+
+        running: items with a stage output under ``work/`` and no outcome yet.
+        """
+        root = JobKeys(job.tenant, job.id).root
+        submitted = set(self.item_ids(job))
+        finished = self.outcome_ids(job)
+        failed = {k.rsplit("/", 1)[-1] for k in self.store.list(f"{root}/failed/")}
+        started = {k[len(root) + 6 :].split("/", 1)[0] for k in self.store.list(f"{root}/work/")}
+        running = (started & submitted) - finished
+        return {
+            "submitted": len(submitted),
+            "queued": len(submitted - finished - running),
+            "running": len(running),
+            "done": len(finished - failed),
+            "failed": len(failed & finished),
+        }
 
     def pending(self, job: JobRecord) -> list[str]:
         """Items with neither a result nor a failure: the ones a reconcile step re-queues."""

@@ -100,3 +100,51 @@ def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.25, d
         time.sleep(interval_s)
     extra = f"\n{diagnostics()}" if diagnostics else ""
     pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}{extra}")
+
+
+@dataclass
+class Gateway:
+    """``mfpo serve`` (uvicorn) on a free loopback port, in its own process group."""
+
+    env: dict[str, str]
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="gateway-", suffix=".log")[1]))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 60.0) -> Gateway:
+        import urllib.request
+
+        from support.s3_server import free_port
+
+        self.port = free_port()
+        mfpo = str(Path(sys.executable).parent / "mfpo")
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen([mfpo, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                                            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+        def up() -> bool:
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_for(up, timeout_s, "the gateway to answer /healthz", diagnostics=self.log)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")

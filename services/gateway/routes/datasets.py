@@ -1,0 +1,58 @@
+"""The finished dataset of a job, as JSONL, Parquet, or TRL's vision DPO Parquet."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from enum import Enum
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse, Response
+from starlette.background import BackgroundTask
+
+from mfpo.exporters import export_dataset
+from mfpo.jobs import JobKeys, JobRecord, JobStore
+from mfpo.pipeline.dataset import read_dataset
+from services.gateway.deps import JobDep, JobStoreDep
+
+router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["datasets"])
+
+
+class DatasetFormat(str, Enum):
+    jsonl = "jsonl"
+    parquet = "parquet"
+    trl = "trl"
+
+
+def _materialize(jobs: JobStore, job: JobRecord, folder: Path) -> None:
+    """Copy the dataset and the images it references into ``folder`` (the layout exporters read)."""
+    (folder / "dataset.jsonl").write_bytes(jobs.store.get(f"{JobKeys(job.tenant, job.id).dataset}/dataset.jsonl"))
+    outputs = jobs.outputs(job)
+    for record in read_dataset(folder):
+        for rel in (record.image, record.rejected_image, record.mask):
+            target = folder / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(outputs.get(rel))
+
+
+@router.get("/dataset")
+def get_dataset(job: JobDep, jobs: JobStoreDep, format: DatasetFormat = DatasetFormat.jsonl) -> Response:
+    """The dataset once the job is finished (409 before). jsonl/parquet: the manifest (image paths relative
+    to the job's outputs, fetch them through the item URLs); trl: a self-contained Parquet with image bytes."""
+    root = JobKeys(job.tenant, job.id).dataset
+    if not jobs.store.exists(f"{root}/dataset.jsonl"):
+        raise HTTPException(409, f"job {job.id} is not finished: close it and wait until every item is done")
+    if format is DatasetFormat.jsonl:
+        return Response(jobs.store.get(f"{root}/dataset.jsonl"), media_type="application/x-ndjson")
+    if format is DatasetFormat.parquet:
+        return Response(jobs.store.get(f"{root}/dataset.parquet"), media_type="application/vnd.apache.parquet")
+    folder = Path(tempfile.mkdtemp(prefix="mfpo-export-"))
+    try:
+        _materialize(jobs, job, folder)
+        path = export_dataset(folder, "trl", folder / "trl.parquet")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return FileResponse(path, media_type="application/vnd.apache.parquet", filename=f"{job.id}-trl.parquet",
+                        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))

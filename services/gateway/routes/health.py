@@ -1,0 +1,43 @@
+"""Open routes: liveness, readiness (Redis and the store answer), Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.gateway.deps import JobStoreDep, SettingsDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(settings: SettingsDep, jobs: JobStoreDep) -> JSONResponse:
+    """Ready when the broker and the object store both answer (503 otherwise, with which failed)."""
+    import redis
+
+    checks: dict[str, str] = {}
+    try:
+        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2).ping()
+        checks["redis"] = "ok"
+    except redis.RedisError as exc:
+        checks["redis"] = f"unavailable: {type(exc).__name__}"
+    try:
+        jobs.store.exists("readyz-probe")
+        checks["store"] = "ok"
+    except Exception as exc:  # any store failure means not ready
+        checks["store"] = f"unavailable: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+
+
+@router.get("/metrics")
+def metrics(request: Request) -> Response:
+    """Prometheus metrics of this gateway process."""
+    return Response(generate_latest(request.app.state.resources.registry), media_type=CONTENT_TYPE_LATEST)

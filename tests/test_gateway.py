@@ -1,0 +1,159 @@
+"""The gateway over a real socket (uvicorn), with a real Celery worker, Redis and S3 over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from support.platform import CeleryWorker, Gateway, platform_env, redis_url_for_tests, wait_for
+from support.s3_server import running_s3_server
+
+from mfpo.schemas import ResultRecord
+from mfpo.synth import SynthConfig, generate_scenes
+
+ACME = {"Authorization": "Bearer acme-key-0001"}
+OTHER = {"Authorization": "Bearer other-key-0002"}
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory) -> Iterator[Gateway]:
+    redis_url = redis_url_for_tests(5 + (os.getpid() % 5))
+    with running_s3_server() as s3:
+        bucket = f"gw-{uuid.uuid4().hex[:8]}"
+        env = platform_env(redis_url, s3.env(), bucket, MFPO_S3_CREATE_BUCKET="true",
+                           MFPO_API_KEYS="acme:acme-key-0001,other:other-key-0002",
+                           MFPO_MAX_BODY_BYTES="2000000", MFPO_MAX_ITEMS_PER_REQUEST="50",
+                           MFPO_MAX_TEXT_CHARS="2000", MFPO_MAX_IMAGE_PIXELS="1000000")
+        gw = Gateway(env).start()
+        worker = CeleryWorker(env).start()
+        try:
+            yield gw
+        finally:
+            worker.stop()
+            gw.stop()
+
+
+@pytest.fixture(scope="module")
+def items(tmp_path_factory) -> list[dict]:
+    path = generate_scenes(SynthConfig(n=100, seed=8, width=64, height=64), tmp_path_factory.mktemp("scenes"))
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in rows:
+        r["image"] = "data:image/png;base64," + base64.b64encode((path.parent / r["image"]).read_bytes()).decode()
+    return rows
+
+
+def _client(gateway: Gateway) -> httpx.Client:
+    return httpx.Client(base_url=gateway.url, timeout=30)
+
+
+def test_hundred_items_over_http_make_a_hundred_record_dataset(gateway, items):
+    with _client(gateway) as c:
+        job = c.post("/v1/jobs", json={"name": "e2e", "options": {"regions": {"mode": "annotations"}}}, headers=ACME)
+        assert job.status_code == 201, job.text
+        job_id = job.json()["id"]
+        for start in range(0, 100, 25):
+            r = c.post(f"/v1/jobs/{job_id}/items", json={"items": items[start:start + 25]}, headers=ACME)
+            assert r.status_code == 200, r.text
+            assert len(r.json()["accepted"]) == 25 and r.json()["rejected"] == []
+        closed = c.post(f"/v1/jobs/{job_id}/close", headers=ACME)
+        assert closed.status_code == 200 and closed.json()["closed_at"]
+
+        def finished() -> bool:
+            return c.get(f"/v1/jobs/{job_id}", headers=ACME).json()["status"] == "finished"
+
+        wait_for(finished, 300, "the job to finish", interval_s=1.0, diagnostics=gateway.log)
+        status = c.get(f"/v1/jobs/{job_id}", headers=ACME).json()
+        assert status["counts"] == {"submitted": 100, "queued": 0, "running": 0, "done": 100, "failed": 0}
+        assert status["progress"] == 1.0 and status["eta_seconds"] == 0.0 and status["items_per_second"] > 0
+        lines = c.get(f"/v1/jobs/{job_id}/dataset", headers=ACME).text.splitlines()
+        records = [ResultRecord.model_validate_json(line) for line in lines]
+        assert [r.id for r in records] == [i["id"] for i in items]
+        item = c.get(f"/v1/jobs/{job_id}/items/{items[0]['id']}", headers=ACME).json()
+        assert item["status"] == "done"
+        png = httpx.get(item["record"]["rejected_image_url"], timeout=10)  # presigned, no API key
+        assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).size == (64, 64)
+        trl = c.get(f"/v1/jobs/{job_id}/dataset", params={"format": "trl"}, headers=ACME)
+        assert trl.status_code == 200
+        table = pq.read_table(io.BytesIO(trl.content))
+        assert table.num_rows == 100 and "rejected_images" in table.column_names
+        parquet = c.get(f"/v1/jobs/{job_id}/dataset", params={"format": "parquet"}, headers=ACME)
+        assert pq.read_table(io.BytesIO(parquet.content)).num_rows == 100
+
+
+def test_auth_and_tenant_isolation(gateway, items):
+    with _client(gateway) as c:
+        job_id = c.post("/v1/jobs", json={"name": "mine"}, headers=ACME).json()["id"]
+        submitted = c.post(f"/v1/jobs/{job_id}/items", json={"items": items[:1]}, headers=ACME)
+        item_id = submitted.json()["accepted"][0]["id"]
+        calls = [
+            ("POST", "/v1/jobs", {"name": "x"}),
+            ("GET", "/v1/jobs", None),
+            ("GET", f"/v1/jobs/{job_id}", None),
+            ("POST", f"/v1/jobs/{job_id}/items", {"items": []}),
+            ("GET", f"/v1/jobs/{job_id}/items/{item_id}", None),
+            ("POST", f"/v1/jobs/{job_id}/close", None),
+            ("GET", f"/v1/jobs/{job_id}/dataset", None),
+        ]
+        for method, path, body in calls:
+            assert c.request(method, path, json=body).status_code == 401, path
+            bad = c.request(method, path, json=body, headers={"Authorization": "Bearer nope-nope-nope"})
+            assert bad.status_code == 401 and bad.headers["www-authenticate"] == "Bearer"
+            if job_id in path:
+                assert c.request(method, path, json=body, headers=OTHER).status_code == 404, path
+        assert [j["id"] for j in c.get("/v1/jobs", headers=OTHER).json()] == []
+        for open_path in ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"):
+            assert c.get(open_path).status_code == 200, open_path
+
+
+def test_hostile_requests_get_4xx_and_the_server_keeps_serving(gateway, items):
+    with _client(gateway) as c:
+        job_id = c.post("/v1/jobs", json={"name": "hostile"}, headers=ACME).json()["id"]
+        items_url = f"/v1/jobs/{job_id}/items"
+        cases = [
+            (c.post("/v1/jobs", content=b"{not json", headers={**ACME, "content-type": "application/json"}), 422),
+            (c.post("/v1/jobs", json={"name": ""}, headers=ACME), 422),
+            (c.post("/v1/jobs", json={"name": "x", "options": {"seed": "many"}}, headers=ACME), 422),
+            (c.post("/v1/jobs", json={"name": "x", "options": {"nope": 1}}, headers=ACME), 422),
+            (c.post("/v1/jobs", json={"name": "x", "options": {"regions": {"mode": "grounded"}}}, headers=ACME), 422),
+            (c.post("/v1/jobs", json={"name": "x", "options": {"regions": {"sam": {"checkpoint": "/etc/x"}}}},
+                    headers=ACME), 422),
+            (c.post("/v1/jobs", json={"name": "x", "options": {"limits": {"max_pixels": 10**12}}}, headers=ACME), 422),
+            (c.post(items_url, json={"items": "all"}, headers=ACME), 422),
+            (c.post(items_url, json={"items": items[:1] * 51}, headers=ACME), 413),
+            (c.post(items_url, content=b"x" * 2_100_000, headers={**ACME, "content-type": "application/json"}), 413),
+            (c.get("/v1/jobs/..%2F..%2Fetc", headers=ACME), 404),
+            (c.get(f"/v1/jobs/{job_id}/items/..%2Fjob", headers=ACME), 404),
+            (c.get(f"/v1/jobs/{job_id}/dataset", params={"format": "csv"}, headers=ACME), 422),
+            (c.get(f"/v1/jobs/{job_id}/dataset", headers=ACME), 409),
+            (c.get("/v1/nothing", headers=ACME), 404),
+        ]
+        for response, expected in cases:
+            assert response.status_code == expected, (response.request.url, response.text)
+            assert response.json()["detail"], response.text
+        truncated = base64.b64encode(base64.b64decode(items[0]["image"].split(",", 1)[1])[:80]).decode()
+        bad_items = [
+            {**items[1], "image": "data:image/png;base64," + truncated},
+            {**items[2], "image": "data:image/png;base64," + base64.b64encode(b"<html>").decode()},
+            {**items[3], "image": "/etc/passwd"},
+            {**items[4], "chosen": "x" * 2001},
+            {**items[5], "question": 7},
+            "not an object",
+            {**items[6], "id": "../escape"},
+        ]
+        result = c.post(items_url, json={"items": bad_items}, headers=ACME)
+        assert result.status_code == 200 and result.json()["accepted"] == []
+        errors = {r["index"]: r["error"] for r in result.json()["rejected"]}
+        assert sorted(errors) == list(range(7))
+        assert "corrupt or truncated" in errors[0] and "not an image" in errors[1] and "data: URI" in errors[2]
+        assert "longer than 2000" in errors[3] and "question" in errors[4] and "JSON object" in errors[5]
+        assert c.get("/healthz").status_code == 200
+        metrics = c.get("/metrics").text
+        assert "mfpo_items_rejected_total 7.0" in metrics and 'status="500"' not in metrics
