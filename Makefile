@@ -31,7 +31,7 @@ services:
 test: install services
 	$(VENV)/bin/ruff check mfpo services worker tests bench
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: install
 	$(PY) bench/pipeline.py

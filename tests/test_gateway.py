@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import uuid
 from collections.abc import Iterator
 
@@ -13,7 +12,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from support.platform import CeleryWorker, Gateway, platform_env, redis_url_for_tests, wait_for
+from support.platform import CeleryWorker, Gateway, platform_env, redis_url_for_tests, wait_for, xdist_index
 from support.s3_server import running_s3_server
 
 from mfpo.schemas import ResultRecord
@@ -25,7 +24,7 @@ OTHER = {"Authorization": "Bearer other-key-0002"}
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory) -> Iterator[Gateway]:
-    redis_url = redis_url_for_tests(5 + (os.getpid() % 5))
+    redis_url = redis_url_for_tests(2 + xdist_index())
     with running_s3_server() as s3:
         bucket = f"gw-{uuid.uuid4().hex[:8]}"
         env = platform_env(redis_url, s3.env(), bucket, MFPO_S3_CREATE_BUCKET="true",

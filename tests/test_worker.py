@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from support.platform import CeleryWorker, platform_env, redis_url_for_tests, wait_for
+from support.platform import CeleryWorker, platform_env, redis_url_for_tests, wait_for, xdist_index
 from support.s3_server import running_s3_server
 
 from mfpo.jobs import JobKeys, JobStore, accept_item
@@ -27,8 +27,7 @@ OPTIONS = GenerateConfig.model_validate({"regions": {"mode": "annotations"}})
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory) -> Iterator[dict]:
-    db = 10 + (os.getpid() % 5)  # one Redis database per xdist process
-    redis_url = redis_url_for_tests(db)
+    redis_url = redis_url_for_tests(8 + xdist_index())  # one Redis database per xdist process
     with running_s3_server() as s3:
         bucket = f"mfpo-{uuid.uuid4().hex[:8]}"
         store = S3Store(s3.config(bucket, create_bucket=True))

@@ -23,8 +23,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+def xdist_index() -> int:
+    """0, 1, ... for pytest-xdist workers gw0, gw1, ... (0 without xdist)."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+
+
 def redis_url_for_tests(db: int) -> str:
-    """URL of database ``db`` on the local Redis, emptied; skips (or fails in CI) when Redis is down."""
+    """URL of database ``db`` on the local Redis, emptied; skips (or fails in CI) when Redis is down.
+
+    Callers give each xdist process its own database (``base + xdist_index()``), so the
+    workers of one test process never take another's tasks.
+    """
     import redis
 
     url = f"redis://127.0.0.1:6379/{db}"
