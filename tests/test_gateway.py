@@ -5,15 +5,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-import uuid
 from collections.abc import Iterator
 
 import httpx
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from support.platform import CeleryWorker, Gateway, platform_env, redis_url_for_tests, wait_for, xdist_index
-from support.s3_server import running_s3_server
+from support.platform import Gateway, running_platform, wait_for, xdist_index
 
 from mfpo.schemas import ResultRecord
 from mfpo.synth import SynthConfig, generate_scenes
@@ -23,21 +21,11 @@ OTHER = {"Authorization": "Bearer other-key-0002"}
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory) -> Iterator[Gateway]:
-    redis_url = redis_url_for_tests(2 + xdist_index())
-    with running_s3_server() as s3:
-        bucket = f"gw-{uuid.uuid4().hex[:8]}"
-        env = platform_env(redis_url, s3.env(), bucket, MFPO_S3_CREATE_BUCKET="true",
-                           MFPO_API_KEYS="acme:acme-key-0001,other:other-key-0002",
-                           MFPO_MAX_BODY_BYTES="2000000", MFPO_MAX_ITEMS_PER_REQUEST="50",
-                           MFPO_MAX_TEXT_CHARS="2000", MFPO_MAX_IMAGE_PIXELS="1000000")
-        gw = Gateway(env).start()
-        worker = CeleryWorker(env).start()
-        try:
-            yield gw
-        finally:
-            worker.stop()
-            gw.stop()
+def gateway() -> Iterator[Gateway]:
+    limits = {"MFPO_MAX_BODY_BYTES": "2000000", "MFPO_MAX_ITEMS_PER_REQUEST": "50", "MFPO_MAX_TEXT_CHARS": "2000",
+              "MFPO_MAX_IMAGE_PIXELS": "1000000"}
+    with running_platform(2 + xdist_index(), **limits) as platform:
+        yield platform.gateway
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,3 +158,45 @@ class Gateway:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+API_KEYS = {"acme": "acme-key-0001", "other": "other-key-0002"}
+"""Tenants and keys of :func:`running_platform` (``Authorization: Bearer <key>``)."""
+
+
+@dataclass
+class Platform:
+    """A running gateway + Celery worker on the local Redis and a moto S3 server."""
+
+    gateway: Gateway
+    worker: CeleryWorker
+    env: dict[str, str]
+    bucket: str
+    s3: object
+
+    def headers(self, tenant: str = "acme") -> dict[str, str]:
+        return {"Authorization": f"Bearer {API_KEYS[tenant]}"}
+
+
+@contextmanager
+def running_platform(redis_db: int, with_worker: bool = True, **settings: str) -> Iterator[Platform]:
+    """Start moto S3, a gateway and (optionally) a worker; ``settings`` are extra ``MFPO_*`` variables."""
+    import uuid
+
+    from support.s3_server import running_s3_server
+
+    redis_url = redis_url_for_tests(redis_db)
+    with running_s3_server() as s3:
+        bucket = f"gw-{uuid.uuid4().hex[:8]}"
+        keys = ",".join(f"{t}:{k}" for t, k in API_KEYS.items())
+        env = platform_env(redis_url, s3.env(), bucket, MFPO_S3_CREATE_BUCKET="true", MFPO_API_KEYS=keys,
+                           **settings)
+        gateway = Gateway(env).start()
+        worker = CeleryWorker(env)
+        if with_worker:
+            worker.start()
+        try:
+            yield Platform(gateway=gateway, worker=worker, env=env, bucket=bucket, s3=s3)
+        finally:
+            worker.stop()
+            gateway.stop()
