@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     )
     task_max_retries: int = Field(default=8, ge=0, description="Retries of a task on transient store errors.")
     retry_backoff_max_s: int = Field(default=120, ge=1, description="Longest wait between retries.")
+    reconcile_interval_s: int = Field(
+        default=600, ge=10, description="Period of the beat task that re-queues unfinished items of closed jobs."
+    )
     grounding_model: str | None = Field(default=None, description="GroundingDINO/OWLv2 folder for gpu workers.")
     sam_checkpoint: str | None = Field(default=None, description="SAM checkpoint for gpu workers.")
     sam_type: str = Field(default="vit_h", description="Architecture of sam_checkpoint.")

@@ -276,7 +276,7 @@ def test_gateway_serves_on_8000_with_a_python_healthcheck() -> None:
 def test_workers_and_their_queues() -> None:
     services = _services()
     cpu, gpu = services["worker-cpu"], services["worker-gpu"]
-    assert _as_list(cpu["command"]) == ["mfpo", "worker", "--queues", "cpu"]
+    assert _as_list(cpu["command"]) == ["mfpo", "worker", "--queues", "cpu", "--beat"]  # the one reconcile beat
     assert _as_list(gpu["command"]) == ["mfpo", "worker", "--queues", "gpu"]
     assert cpu["build"]["dockerfile"] == services["gateway"]["build"]["dockerfile"] == "docker/Dockerfile"
     assert gpu["build"]["dockerfile"] == "docker/Dockerfile.cuda"

@@ -180,3 +180,26 @@ def test_local_layout(tmp_path: Path, items):
     root = tmp_path / "tenants" / "acme" / "jobs" / job.id
     assert (root / "job.json").is_file() and (root / "items" / f"{iid}.json").is_file()
     assert (root / "inputs" / f"{iid}.png").is_file()
+
+
+def test_closed_jobs_are_indexed_until_their_dataset_is_written(jobs, items, resources):
+    job = jobs.create_job("acme", "index", OPTIONS)
+    iid = accept_item(jobs, job, items[0], seq=0)
+    assert jobs.unfinished_jobs() == []
+    job = jobs.close_job(job)
+    assert jobs.unfinished_jobs() == [("acme", job.id)]
+    run_item(jobs, job, iid, resources)
+    write_job_dataset(jobs, job)
+    assert jobs.unfinished_jobs() == []
+
+
+def test_worker_beat_schedules_the_periodic_reconcile():
+    from services.settings import Settings
+    from worker.app import create_celery
+
+    app = create_celery(Settings(reconcile_interval_s=42))
+    entry = app.conf.beat_schedule["reconcile-unfinished-jobs"]
+    assert entry["task"] == "mfpo.reconcile_unfinished" and entry["schedule"] == 42.0
+    import worker.tasks
+
+    assert "mfpo.reconcile_unfinished" in worker.tasks.celery_app.tasks

@@ -29,6 +29,13 @@ def create_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         task_track_started=False,
+        beat_schedule={
+            "reconcile-unfinished-jobs": {
+                "task": "mfpo.reconcile_unfinished",
+                "schedule": float(settings.reconcile_interval_s),
+                "options": {"queue": CPU_QUEUE},
+            }
+        },
     )
     return app
 

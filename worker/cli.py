@@ -10,6 +10,7 @@ import typer
 def worker(
     queues: Annotated[str, typer.Option(help="Comma-separated queues: cpu, gpu or cpu,gpu.")] = "cpu",
     concurrency: Annotated[int, typer.Option(help="Worker processes (0: one per core; gpu: 1).")] = 0,
+    beat: Annotated[bool, typer.Option(help="Also run the periodic reconcile (exactly one worker should).")] = False,
 ) -> None:
     """Run a worker (settings from MFPO_* environment variables). GPU queues run one task at a time."""
     import os
@@ -22,5 +23,6 @@ def worker(
         concurrency = 1 if "gpu" in names else (os.cpu_count() or 1)
     from worker.app import celery_app
 
-    celery_app.worker_main(["worker", "-Q", ",".join(names), "-c", str(concurrency), "--pool", "prefork",
-                            "-l", "INFO", "--without-gossip", "--without-mingle"])
+    argv = ["worker", "-Q", ",".join(names), "-c", str(concurrency), "--pool", "prefork", "-l", "INFO",
+            "--without-gossip", "--without-mingle"]
+    celery_app.worker_main([*argv, "-B"] if beat else argv)

@@ -23,7 +23,7 @@ from mfpo.schemas import Failure
 from mfpo.storage.base import StoreUnavailable
 from services.settings import Settings, get_settings
 from worker.app import celery_app
-from worker.client import CPU_QUEUE, GPU_QUEUE, request_finalize
+from worker.client import CPU_QUEUE, GPU_QUEUE, reconcile, request_finalize
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +146,20 @@ def finalize_task(self: Any, tenant: str, job_id: str) -> None:
         write_job_dataset(job_store(), job)
     except JobNotFinished:
         return
+
+
+@celery_app.task(name="mfpo.reconcile_unfinished", **TASK_OPTIONS)
+def reconcile_unfinished_task(self: Any) -> int:
+    """Periodic (celery beat): re-queue the unfinished items of every closed, unfinished job.
+
+    Covers tasks lost between a broker restart and the next ``close``; duplicates of
+    queued tasks are harmless (every stage is idempotent).
+    """
+    jobs = job_store()
+    requeued = 0
+    for tenant, job_id in jobs.unfinished_jobs():
+        try:
+            requeued += reconcile(celery_app, jobs, tenant, job_id)
+        except JobNotFound:
+            continue
+    return requeued

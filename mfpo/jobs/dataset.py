@@ -54,4 +54,5 @@ def write_job_dataset(jobs: JobStore, job: JobRecord) -> JobDataset:
     jobs.store.put(f"{root}/failures.jsonl", failures.encode("utf-8"), "application/x-ndjson")
     jobs.store.put(f"{root}/dataset.parquet", dataset_parquet(data.records), "application/vnd.apache.parquet")
     jobs.store.put(f"{root}/dataset.jsonl", dataset_jsonl(data.records), "application/x-ndjson")
+    jobs.mark_finished(job)
     return data

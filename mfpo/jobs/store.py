@@ -14,6 +14,9 @@ Layout under ``tenants/{tenant}/jobs/{job}/``:
 ``dataset/...``            ``dataset.jsonl`` + ``dataset.parquet`` once the job is finished
 =========================  ===============================================================
 
+``index/unfinished/{tenant}/{job}`` marks a closed job whose dataset is not written yet
+(the periodic reconcile lists it instead of every object).
+
 Every key is derived from the tenant, job and item id, so a re-delivered task writes the
 same keys (idempotent). Items without an outcome are the ones to (re)queue.
 """
@@ -29,6 +32,8 @@ from mfpo.jobs.records import ItemOutcome, JobRecord, StoredItem, utc_now
 from mfpo.pipeline.config import GenerateConfig
 from mfpo.storage.base import ObjectNotFound, ObjectStore
 from mfpo.storage.prefixed import PrefixedStore
+
+UNFINISHED = "index/unfinished"
 
 
 class JobNotFound(LookupError):
@@ -104,8 +109,20 @@ class JobStore:
     def close_job(self, job: JobRecord) -> JobRecord:
         if job.closed_at is None:
             job = job.model_copy(update={"closed_at": utc_now()})
+            self.store.put(f"{UNFINISHED}/{job.tenant}/{job.id}", b"", "text/plain")
             self._put_json(JobKeys(job.tenant, job.id).job, job.model_dump_json())
         return job
+
+    def unfinished_jobs(self) -> list[tuple[str, str]]:
+        """(tenant, job id) of closed jobs whose dataset is not written yet."""
+        out = []
+        for key in self.store.list(f"{UNFINISHED}/"):
+            tenant, job_id = key.split("/")[-2:]
+            out.append((tenant, job_id))
+        return out
+
+    def mark_finished(self, job: JobRecord) -> None:
+        self.store.delete(f"{UNFINISHED}/{job.tenant}/{job.id}")
 
     def list_jobs(self, tenant: str) -> Iterator[JobRecord]:
         for key in self.store.list(f"tenants/{check_safe_id(tenant)}/jobs/"):
