@@ -144,3 +144,56 @@ def test_hostile_requests_get_4xx_and_the_server_keeps_serving(gateway, items):
         assert c.get("/healthz").status_code == 200
         metrics = c.get("/metrics").text
         assert "mfpo_items_rejected_total 7.0" in metrics and 'status="500"' not in metrics
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_uploads_jsonl_with_a_zip_and_parquet_with_inline_images(gateway, tmp_path):
+    import pyarrow as pa
+
+    path = generate_scenes(SynthConfig(n=4, seed=21, width=64, height=64), tmp_path / "scenes")
+    images = {f"images/{p.name}": p.read_bytes() for p in (path.parent / "images").iterdir()}
+    with _client(gateway) as c:
+        job_id = c.post("/v1/jobs", json={"name": "uploads"}, headers=ACME).json()["id"]
+        url = f"/v1/jobs/{job_id}/uploads"
+        lines = path.read_text().splitlines()
+        lines.insert(2, '{"broken json')
+        lines.append(json.dumps({**json.loads(lines[0]), "id": "outside", "image": "/etc/hostname"}))
+        r = c.post(url, files={"file": ("items.jsonl", "\n".join(lines).encode()),
+                               "images": ("images.zip", _zip(images))}, headers=ACME)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert len(body["accepted"]) == 4
+        errors = {e["index"]: e["error"] for e in body["rejected"]}
+        assert "JSON" in errors[2] and "outside the upload" in errors[5]
+        # RLAIF-V parquet, images inline
+        png = next(iter(images.values()))
+        table = pa.table({"ds_name": ["RLAIF-V"], "image": [{"bytes": png, "path": None}],
+                          "question": ["What is it?"], "chosen": ["A red ball."], "rejected": ["A cat."],
+                          "origin_dataset": ["x"], "origin_split": ["{}"], "idx": ["7"], "image_path": ["p.png"]})
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        r = c.post(url, files={"file": ("rlaifv.parquet", sink.getvalue())}, headers=ACME)
+        assert r.status_code == 200 and [a["id"] for a in r.json()["accepted"]] == ["rlaifv-7"], r.text
+        # hostile uploads
+        slip = c.post(url, files={"file": ("items.jsonl", lines[0].encode()),
+                                  "images": ("i.zip", _zip({"../../evil.png": png}))}, headers=ACME)
+        assert slip.status_code == 422 and "outside the upload" in slip.json()["detail"]
+        broken = c.post(url, files={"file": ("items.jsonl", lines[0].encode()), "images": ("i.zip", b"PK\x03")},
+                        headers=ACME)
+        assert broken.status_code == 422 and "zip" in broken.json()["detail"]
+        wrong = c.post(url, files={"file": ("items.csv", b"a,b")}, headers=ACME)
+        assert wrong.status_code == 422 and ".jsonl" in wrong.json()["detail"]
+        bad_format = c.post(url, files={"file": ("items.jsonl", lines[0].encode())}, data={"format": "llava"},
+                            headers=ACME)
+        assert bad_format.status_code == 422
+        assert c.post(url, files={"file": ("items.jsonl", b"{}")}, headers=OTHER).status_code == 404
+        assert c.get("/healthz").status_code == 200

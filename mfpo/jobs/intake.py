@@ -76,7 +76,11 @@ def accept_item(jobs: JobStore, job: JobRecord, raw: Mapping[str, Any] | Any, se
         item = PreferenceItem.model_validate(raw)
     except ValidationError as exc:
         raise ItemRejected(validation_message(exc)) from None
-    data = read_image_reference(jobs, job, item.image)
+    return store_item(jobs, job, item, read_image_reference(jobs, job, item.image), seq)
+
+
+def store_item(jobs: JobStore, job: JobRecord, item: PreferenceItem, data: bytes, seq: int) -> str:
+    """Check the image bytes under the job's limits, then store image and item; returns the item id."""
     try:
         decode_image(data, job.options.limits)
     except ImageError as exc:

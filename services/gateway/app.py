@@ -21,8 +21,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mfpo.jobs import JobStore
+from mfpo.storage.base import StoreUnavailable
 from services.gateway.ratelimit import RateLimiter
-from services.gateway.routes import datasets, health, items, jobs
+from services.gateway.routes import datasets, health, items, jobs, uploads
 from services.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -64,19 +65,24 @@ class Resources:
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for bodies over ``limit`` bytes (by Content-Length, or while streaming)."""
+    """ASGI middleware: 413 for bodies over the limit (by Content-Length, or while streaming).
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    File uploads (paths ending in ``/uploads``) get ``upload_limit``, everything else ``limit``.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, upload_limit: int) -> None:
         self.app = app
-        self.limit = limit
+        self.body_limit = limit
+        self.upload_limit = upload_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.upload_limit if scope["path"].rstrip("/").endswith("/uploads") else self.body_limit
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await self._reject(scope, receive, send)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await _reject(limit, scope, receive, send)
             return
         seen = 0
 
@@ -84,18 +90,19 @@ class BodyLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
+            if seen > limit:
                 raise _TooLarge
             return message
 
         try:
             await self.app(scope, limited, send)
         except _TooLarge:
-            await self._reject(scope, receive, send)
+            await _reject(limit, scope, receive, send)
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = JSONResponse({"detail": f"request body over {self.limit} bytes (max_body_bytes)"}, 413)
-        await response(scope, receive, send)
+
+async def _reject(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+    response = JSONResponse({"detail": f"request body over {limit} bytes"}, 413)
+    await response(scope, receive, send)
 
 
 class _TooLarge(Exception):
@@ -111,13 +118,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.resources = Resources(settings)
-    for router in (health.router, jobs.router, items.router, datasets.router):
+    for router in (health.router, jobs.router, items.router, uploads.router, datasets.router):
         app.include_router(router)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         return JSONResponse({"detail": "; ".join(errors)[:2000]}, status_code=422)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.warning("object store unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "the object store is unavailable; retry shortly"}, status_code=503,
+                            headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -134,5 +147,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         resources.latency.labels(route).observe(time.perf_counter() - started)
         return response
 
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, upload_limit=settings.max_upload_bytes)
     return app
