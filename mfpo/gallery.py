@@ -26,7 +26,7 @@ import os
 import re
 import urllib.parse
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
 from mfpo.schemas import KeywordScore, ResultRecord
@@ -103,11 +103,18 @@ def write_gallery(
     pages = max(1, math.ceil(len(records) / page_size))
     names = [first.name] + [f"{first.stem}-{k}{first.suffix}" for k in range(2, pages + 1)]
     missing = [_missing(out_dir, r) for r in records]
-    header = _summary(out_dir, records, failures_count, sum(map(bool, missing)), first.parent)
+    failures_html = _esc(failures_count)
+    if failures_count and (out_dir / "failures.jsonl").is_file():
+        link = _esc(Path(os.path.relpath(out_dir / "failures.jsonl", first.parent)).as_posix())
+        failures_html = f'<a href="{link}">{failures_html}</a>'
+    header = _summary(records, failures_html, sum(map(bool, missing)))
+    hrefs = [_esc(urllib.parse.quote(name)) for name in names]
     for k in range(pages):
         span = range(k * page_size, min(len(records), (k + 1) * page_size))
-        cards = "\n".join(_card(out_dir, first.parent, records[i], missing[i]) for i in span)
-        page = _page(title, header, _nav(names, k), cards or '<p class="warn">No records.</p>', k, pages)
+        cards = "\n".join(
+            _card(records[i], missing[i], lambda rel: _href(out_dir, first.parent, rel)) for i in span
+        )
+        page = _page(title, header, _nav(hrefs, k), cards or '<p class="warn">No records.</p>', k, pages)
         (first.parent / names[k]).write_text(page, encoding="utf-8")
     stale = pages + 1
     while (first.parent / f"{first.stem}-{stale}{first.suffix}").is_file():
@@ -138,6 +145,30 @@ def highlight(text: str, keywords: Sequence[KeywordScore | str]) -> str:
 
 
 # --------------------------------------------------------------------------- parts
+
+
+def render_gallery_page(
+    records: Sequence[ResultRecord],
+    title: str,
+    link: Callable[[str], str],
+    page_href: Callable[[int], str],
+    failures_count: int = 0,
+    page: int = 0,
+    page_size: int = 500,
+) -> str:
+    """One gallery page (0-based ``page``) as HTML, for a server: image paths become ``link(rel)``
+    (e.g. presigned URLs) and page ``k`` is linked as ``page_href(k)``. Same cards as the files
+    :func:`write_gallery` writes."""
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1, got {page_size}")
+    pages = max(1, math.ceil(len(records) / page_size))
+    if not 0 <= page < pages:
+        raise ValueError(f"page {page + 1} does not exist (1-{pages})")
+    span = range(page * page_size, min(len(records), (page + 1) * page_size))
+    cards = "\n".join(_card(records[i], [], lambda rel: _esc(link(rel))) for i in span)
+    nav = _nav([_esc(page_href(k)) for k in range(pages)], page)
+    return _page(title, _summary(records, _esc(failures_count), 0), nav,
+                 cards or '<p class="warn">No records.</p>', page, pages)
 
 
 def _esc(value: object) -> str:
@@ -172,20 +203,14 @@ def _missing(out_dir: Path, record: ResultRecord) -> list[str]:
     return missing
 
 
-def _summary(
-    out_dir: Path, records: Sequence[ResultRecord], failures: int, broken: int, page_dir: Path
-) -> str:
-    """The header's counts over all records (not only this page's)."""
+def _summary(records: Sequence[ResultRecord], failures_html: str, broken: int) -> str:
+    """The header's counts over all records (not only this page's); ``failures_html`` is escaped."""
     n = len(records)
     fallback = sum(r.perturbation.fallback for r in records)
     sources = Counter(region.source for r in records for region in r.regions)
     modes = Counter(r.perturbation.mode for r in records)
     steps = sorted({r.perturbation.noise_step for r in records})
     rate = f"{fallback} ({100 * fallback / n:.1f}%)" if n else "0"
-    failures_html = _esc(failures)
-    if failures and (out_dir / "failures.jsonl").is_file():
-        link = _esc(Path(os.path.relpath(out_dir / "failures.jsonl", page_dir)).as_posix())
-        failures_html = f'<a href="{link}">{failures_html}</a>'
     items = [
         ("records", _esc(n)),
         ("failures", failures_html),
@@ -200,22 +225,24 @@ def _summary(
     return f'<dl class="summary">{cells}</dl>'
 
 
-def _nav(names: Sequence[str], current: int, window: int = 3) -> str:
-    """Links to the first, last and nearby pages (and previous / next); empty for one page."""
-    if len(names) == 1:
+def _nav(hrefs: Sequence[str], current: int, window: int = 3) -> str:
+    """Links to the first, last and nearby pages (and previous / next); empty for one page.
+
+    ``hrefs[k]`` is page k's URL, already escaped for an attribute."""
+    if len(hrefs) == 1:
         return ""
 
     def link(k: int, text: str) -> str:
-        return f'<a href="{_esc(urllib.parse.quote(names[k]))}">{text}</a>'
+        return f'<a href="{hrefs[k]}">{text}</a>'
 
-    near = range(max(0, current - window), min(len(names), current + window + 1))
-    shown = sorted({0, len(names) - 1, *near})
+    near = range(max(0, current - window), min(len(hrefs), current + window + 1))
+    shown = sorted({0, len(hrefs) - 1, *near})
     parts = [link(current - 1, "&larr; previous")] if current > 0 else []
     for prev, k in zip([-1, *shown], shown, strict=False):
         if k - prev > 1:
             parts.append("<span>&hellip;</span>")
         parts.append(f'<span class="current">{k + 1}</span>' if k == current else link(k, str(k + 1)))
-    if current < len(names) - 1:
+    if current < len(hrefs) - 1:
         parts.append(link(current + 1, "next &rarr;"))
     return f'<nav class="pages" aria-label="pages">{"".join(parts)}</nav>'
 
@@ -273,10 +300,11 @@ def _details(r: ResultRecord) -> str:
     return f'<div class="details">{keywords}{regions}{perturbation}</div>'
 
 
-def _card(out_dir: Path, page_dir: Path, r: ResultRecord, missing: Sequence[str]) -> str:
+def _card(r: ResultRecord, missing: Sequence[str], href: Callable[[str], str]) -> str:
+    """One record's card; ``href(rel)`` gives an image's escaped URL (files in ``missing`` get none)."""
 
     def src(rel: str) -> str | None:
-        return None if rel in missing else _href(out_dir, page_dir, rel)
+        return None if rel in missing else href(rel)
 
     original, rejected, mask = src(r.image), src(r.rejected_image), src(r.mask)
     warn = ""

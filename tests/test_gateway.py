@@ -73,6 +73,28 @@ def test_hundred_items_over_http_make_a_hundred_record_dataset(gateway, items):
         assert table.num_rows == 100 and "rejected_images" in table.column_names
         parquet = c.get(f"/v1/jobs/{job_id}/dataset", params={"format": "parquet"}, headers=ACME)
         assert pq.read_table(io.BytesIO(parquet.content)).num_rows == 100
+        assert c.get(f"/v1/jobs/{job_id}/gallery", params={"page": 3}, headers=ACME).status_code == 404
+    check_gallery_in_chromium(f"{gateway.url}/v1/jobs/{job_id}/gallery", [i["id"] for i in items])
+
+
+def check_gallery_in_chromium(url: str, ids: list[str]) -> None:
+    """Page 1 renders 100 cards (of ids, in order), every presigned image loads, the pager links page 2."""
+    from support.browser import chromium, load_all_images
+
+    with chromium() as browser:
+        page = browser.new_page()
+        # the API key goes to the gallery request only, not to the presigned image URLs
+        page.route("**/gallery*", lambda route: route.continue_(headers={**route.request.headers, **ACME}))
+        response = page.goto(url)
+        assert response is not None and response.status == 200
+        load_all_images(page)
+        cards = page.locator("article.card")
+        assert cards.count() == 100
+        assert [cards.nth(k).get_attribute("data-id") for k in (0, 99)] == [ids[0], ids[99]]
+        broken = page.evaluate("Array.from(document.images).filter(i => i.naturalWidth === 0).length")
+        assert broken == 0 and page.evaluate("document.images.length") == 400  # original, rejected, 2x overlay
+        assert page.locator("nav.pages").count() == 0  # 100 records fill exactly one page
+        assert "records" in page.locator("dl.summary").inner_text()
 
 
 def test_auth_and_tenant_isolation(gateway, items):

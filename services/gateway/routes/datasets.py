@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from datetime import timedelta
 from enum import Enum
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.background import BackgroundTask
 
 from mfpo.exporters import export_dataset
+from mfpo.gallery import render_gallery_page
 from mfpo.jobs import JobKeys, JobRecord, JobStore
+from mfpo.jobs.dataset import collect_dataset
 from mfpo.pipeline.dataset import read_dataset
 from services.gateway.deps import JobDep, JobStoreDep
 
@@ -56,3 +59,32 @@ def get_dataset(job: JobDep, jobs: JobStoreDep, format: DatasetFormat = DatasetF
         raise
     return FileResponse(path, media_type="application/vnd.apache.parquet", filename=f"{job.id}-trl.parquet",
                         background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))
+
+
+GALLERY_PAGE_SIZE = 100
+GALLERY_URL_TTL = timedelta(hours=1)
+
+
+@router.get("/gallery", response_class=HTMLResponse)
+def get_gallery(job: JobDep, jobs: JobStoreDep, page: int = 1) -> HTMLResponse:
+    """The job's gallery (original, rejected image and mask per item; presigned image URLs), 100 per page."""
+    if page < 1:
+        raise HTTPException(422, "page starts at 1")
+    root = JobKeys(job.tenant, job.id).dataset
+    if not jobs.store.exists(f"{root}/dataset.jsonl"):
+        raise HTTPException(409, f"job {job.id} is not finished: close it and wait until every item is done")
+    data = collect_dataset(jobs, job)
+    outputs = jobs.outputs(job)
+    try:
+        html = render_gallery_page(
+            data.records,
+            f"MFPO job {job.name}",
+            link=lambda rel: outputs.url(rel, GALLERY_URL_TTL),
+            page_href=lambda k: f"?page={k + 1}",
+            failures_count=len(data.failures),
+            page=page - 1,
+            page_size=GALLERY_PAGE_SIZE,
+        )
+    except ValueError as exc:
+        raise HTTPException(404, str(exc)) from None
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
