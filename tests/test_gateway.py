@@ -110,13 +110,16 @@ def test_auth_and_tenant_isolation(gateway, items):
             ("GET", f"/v1/jobs/{job_id}/items/{item_id}", None),
             ("POST", f"/v1/jobs/{job_id}/close", None),
             ("GET", f"/v1/jobs/{job_id}/dataset", None),
+            ("GET", f"/v1/jobs/{job_id}/gallery", None),
+            ("POST", f"/v1/jobs/{job_id}/uploads", "multipart"),
         ]
         for method, path, body in calls:
-            assert c.request(method, path, json=body).status_code == 401, path
-            bad = c.request(method, path, json=body, headers={"Authorization": "Bearer nope-nope-nope"})
+            kwargs = {"files": {"file": ("items.jsonl", b"{}")}} if body == "multipart" else {"json": body}
+            assert c.request(method, path, **kwargs).status_code == 401, path
+            bad = c.request(method, path, headers={"Authorization": "Bearer nope-nope-nope"}, **kwargs)
             assert bad.status_code == 401 and bad.headers["www-authenticate"] == "Bearer"
             if job_id in path:
-                assert c.request(method, path, json=body, headers=OTHER).status_code == 404, path
+                assert c.request(method, path, headers=OTHER, **kwargs).status_code == 404, path
         assert [j["id"] for j in c.get("/v1/jobs", headers=OTHER).json()] == []
         for open_path in ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"):
             assert c.get(open_path).status_code == 200, open_path

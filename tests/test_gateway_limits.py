@@ -1,0 +1,59 @@
+"""Gateway behaviour that needs no worker: rate limit, key parsing, store outage -> 503 (in process)."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from mfpo.storage.base import StoreUnavailable
+from services.gateway.app import create_app
+from services.gateway.ratelimit import RateLimiter
+from services.settings import Settings
+
+KEY = {"Authorization": "Bearer acme-key-0001"}
+
+
+def _app(tmp_path, **overrides):  # type: ignore[no-untyped-def]
+    settings = Settings(api_keys=SecretStr("acme:acme-key-0001"), store_dir=tmp_path, **overrides)
+    return create_app(settings)
+
+
+def test_rate_limit_answers_429_with_retry_after(tmp_path):
+    with TestClient(_app(tmp_path, rate_limit_per_minute=3)) as client:
+        assert [client.get("/v1/jobs", headers=KEY).status_code for _ in range(3)] == [200, 200, 200]
+        limited = client.get("/v1/jobs", headers=KEY)
+        assert limited.status_code == 429 and 1 <= int(limited.headers["retry-after"]) <= 60
+        assert "rate limit" in limited.json()["detail"]
+        assert client.get("/healthz").status_code == 200  # open routes are not limited
+
+
+def test_sliding_window_by_hand():
+    limiter = RateLimiter(limit=2, window_s=10)
+    assert [limiter.check("k", now=t) for t in (0.0, 1.0, 2.0)] == [0, 0, 8]
+    assert limiter.check("k", now=10.5) == 0 and limiter.check("other", now=2.0) == 0
+
+
+@pytest.mark.parametrize("keys", ["acme", "acme:short", ":no-tenant-key", "acme:ok-key-0001,broken"])
+def test_malformed_api_keys_fail_at_start_up(tmp_path, keys):
+    with pytest.raises(ValueError, match="tenant:key"):
+        create_app(Settings(api_keys=SecretStr(keys), store_dir=tmp_path))
+
+
+def test_api_keys_file(tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text("acme:acme-key-0001\nother:other-key-0002\n")
+    assert Settings(api_keys_file=keys).tenant_keys() == {"acme-key-0001": "acme", "other-key-0002": "other"}
+
+
+def test_store_outage_is_503_not_500(tmp_path):
+    app = _app(tmp_path)
+    with TestClient(app) as client:
+        store = app.state.resources.jobs().store
+
+        def down(*args, **kwargs):  # type: ignore[no-untyped-def]
+            raise StoreUnavailable("S3 endpoint unreachable")
+
+        store.put = down  # type: ignore[method-assign]
+        r = client.post("/v1/jobs", json={"name": "x"}, headers=KEY)
+        assert r.status_code == 503 and r.headers["retry-after"] == "5" and "unavailable" in r.json()["detail"]
