@@ -46,13 +46,19 @@ def write_job_dataset(jobs: JobStore, job: JobRecord) -> JobDataset:
     """Write ``dataset/{dataset.jsonl, dataset.parquet, failures.jsonl}`` of a finished job.
 
     Record image paths stay relative to the job's ``out/`` folder (as ``mfpo generate``
-    writes them); the dataset files are written last, so their presence means complete.
+    writes them), so the manifest is also written into ``out/``: ``s3://bucket/.../out`` is then
+    a self-contained dataset for the trainer. ``dataset/dataset.jsonl`` is written last, so its
+    presence means complete.
     """
     data = collect_dataset(jobs, job)
     root = JobKeys(job.tenant, job.id).dataset
     failures = "".join(json.dumps(f.model_dump(mode="json"), ensure_ascii=False) + "\n" for f in data.failures)
     jobs.store.put(f"{root}/failures.jsonl", failures.encode("utf-8"), "application/x-ndjson")
-    jobs.store.put(f"{root}/dataset.parquet", dataset_parquet(data.records), "application/vnd.apache.parquet")
-    jobs.store.put(f"{root}/dataset.jsonl", dataset_jsonl(data.records), "application/x-ndjson")
+    jsonl, parquet = dataset_jsonl(data.records), dataset_parquet(data.records)
+    outputs = jobs.outputs(job)
+    for store, prefix in ((outputs, ""), (jobs.store, f"{root}/")):
+        store.put(f"{prefix}dataset.parquet", parquet, "application/vnd.apache.parquet")
+    outputs.put("dataset.jsonl", jsonl, "application/x-ndjson")
+    jobs.store.put(f"{root}/dataset.jsonl", jsonl, "application/x-ndjson")  # last: the job is finished
     jobs.mark_finished(job)
     return data
