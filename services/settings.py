@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MFPO_", extra="ignore")
 
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Celery broker (Redis) URL.")
+    queue_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9_.-]*$",
+        description="Prefix of the Celery queue names ('{prefix}cpu', '{prefix}gpu'): deployments sharing a Redis.",
+    )
     s3_endpoint: str | None = Field(
         default=None, description="S3/MinIO 'host:port'; unset: a local folder store at store_dir."
     )

@@ -57,3 +57,24 @@ def test_store_outage_is_503_not_500(tmp_path):
         store.put = down  # type: ignore[method-assign]
         r = client.post("/v1/jobs", json={"name": "x"}, headers=KEY)
         assert r.status_code == 503 and r.headers["retry-after"] == "5" and "unavailable" in r.json()["detail"]
+
+
+def test_worker_command_rejects_unknown_queues():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mfpo = str(Path(sys.executable).parent / "mfpo")
+    bad = subprocess.run([mfpo, "worker", "--queues", "cpu,fast"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown queue(s) ['fast']" in bad.stderr
+
+
+def test_queue_prefix_names_the_queues():
+    from worker.app import create_celery
+    from worker.client import queue_name
+
+    app = create_celery(Settings(queue_prefix="prod-"))
+    assert (queue_name(app, "cpu"), queue_name(app, "gpu")) == ("prod-cpu", "prod-gpu")
+    assert app.conf.task_default_queue == "prod-cpu"
+    with pytest.raises(ValueError, match="queue_prefix"):
+        Settings(queue_prefix="bad prefix!")

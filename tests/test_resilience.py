@@ -100,11 +100,12 @@ def _dataset(jobs: JobStore, job) -> list[ResultRecord] | None:  # type: ignore[
     return [ResultRecord.model_validate_json(line) for line in jobs.store.get(key).decode().splitlines()]
 
 
-def _celery(redis_url: str):  # type: ignore[no-untyped-def]
+def _celery(env: dict[str, str]):  # type: ignore[no-untyped-def]
+    """A Celery client for the workers started with ``env`` (same broker, same queue names)."""
     from services.settings import Settings
     from worker.app import create_celery
 
-    return create_celery(Settings(redis_url=redis_url))
+    return create_celery(Settings(redis_url=env["MFPO_REDIS_URL"], queue_prefix=env["MFPO_QUEUE_PREFIX"]))
 
 
 def test_redis_restart_mid_job_loses_nothing(redis_server, items):
@@ -113,9 +114,10 @@ def test_redis_restart_mid_job_loses_nothing(redis_server, items):
     with running_s3_server() as s3:
         bucket = f"rs-{uuid.uuid4().hex[:8]}"
         store = S3Store(s3.config(bucket, create_bucket=True))
-        worker = CeleryWorker(platform_env(redis_server.url, s3.env(), bucket)).start()
+        env = platform_env(redis_server.url, s3.env(), bucket)
+        worker = CeleryWorker(env).start()
         try:
-            celery = _celery(redis_server.url)
+            celery = _celery(env)
             jobs, job = _submit(store, celery, items)
             wait_for(lambda: len(jobs.outcome_ids(job)) >= 3, 180, "the first outcomes", diagnostics=worker.log)
             redis_server.kill()
@@ -144,7 +146,7 @@ def test_store_down_for_a_while_then_everything_is_done(items):
                            MFPO_RETRY_BACKOFF_MAX_S="4")
         worker = CeleryWorker(env).start()
         try:
-            celery = _celery(redis_url)
+            celery = _celery(env)
             jobs, job = _submit(store, celery, items)
             wait_for(lambda: len(jobs.outcome_ids(job)) >= 3, 180, "the first outcomes", diagnostics=worker.log)
             proxy.set_down(True)

@@ -17,12 +17,14 @@ from worker.client import CPU_QUEUE
 
 def create_celery(settings: Settings) -> Celery:
     app = Celery("mfpo", broker=settings.redis_url, include=["worker.tasks"])
+    cpu = f"{settings.queue_prefix}{CPU_QUEUE}"
     app.conf.update(
+        mfpo_queue_prefix=settings.queue_prefix,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
-        task_default_queue=CPU_QUEUE,
+        task_default_queue=cpu,
         task_serializer="json",
         accept_content=["json"],
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
@@ -33,7 +35,7 @@ def create_celery(settings: Settings) -> Celery:
             "reconcile-unfinished-jobs": {
                 "task": "mfpo.reconcile_unfinished",
                 "schedule": float(settings.reconcile_interval_s),
-                "options": {"queue": CPU_QUEUE},
+                "options": {"queue": cpu},
             }
         },
     )

@@ -22,7 +22,9 @@ def worker(
     if concurrency <= 0:
         concurrency = 1 if "gpu" in names else (os.cpu_count() or 1)
     from worker.app import celery_app
+    from worker.client import queue_name
 
-    argv = ["worker", "-Q", ",".join(names), "-c", str(concurrency), "--pool", "prefork", "-l", "INFO",
+    queue_names = ",".join(queue_name(celery_app, n) for n in names)
+    argv = ["worker", "-Q", queue_names, "-c", str(concurrency), "--pool", "prefork", "-l", "INFO",
             "--without-gossip", "--without-mingle"]
     celery_app.worker_main([*argv, "-B"] if beat else argv)

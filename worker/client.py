@@ -14,14 +14,19 @@ CPU_QUEUE = "cpu"
 GPU_QUEUE = "gpu"
 
 
+def queue_name(app: Celery, kind: str) -> str:
+    """The deployment's name of queue ``kind`` (``cpu`` or ``gpu``): ``queue_prefix`` + kind."""
+    return f"{app.conf.get('mfpo_queue_prefix', '')}{kind}"
+
+
 def enqueue_item(app: Celery, tenant: str, job_id: str, item_id: str) -> None:
     """Queue an item's first stage (keywords, on the cpu queue)."""
-    app.send_task("mfpo.keywords", (tenant, job_id, item_id), queue=CPU_QUEUE)
+    app.send_task("mfpo.keywords", (tenant, job_id, item_id), queue=queue_name(app, CPU_QUEUE))
 
 
 def request_finalize(app: Celery, tenant: str, job_id: str) -> None:
     """Ask for the dataset of a closed job to be written once every item has an outcome."""
-    app.send_task("mfpo.finalize", (tenant, job_id), queue=CPU_QUEUE)
+    app.send_task("mfpo.finalize", (tenant, job_id), queue=queue_name(app, CPU_QUEUE))
 
 
 def reconcile(app: Celery, jobs: JobStore, tenant: str, job_id: str) -> int:

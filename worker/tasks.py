@@ -23,7 +23,7 @@ from mfpo.schemas import Failure
 from mfpo.storage.base import StoreUnavailable
 from services.settings import Settings, get_settings
 from worker.app import celery_app
-from worker.client import CPU_QUEUE, GPU_QUEUE, reconcile, request_finalize
+from worker.client import CPU_QUEUE, GPU_QUEUE, queue_name, reconcile, request_finalize
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def effective_regions(regions: RegionsConfig, settings: Settings) -> RegionsConf
 
 
 def regions_queue(job: JobRecord, settings: Settings) -> str:
-    return GPU_QUEUE if effective_regions(job.options.regions, settings).models_configured else CPU_QUEUE
+    kind = GPU_QUEUE if effective_regions(job.options.regions, settings).models_configured else CPU_QUEUE
+    return queue_name(celery_app, kind)
 
 
 def resources_for(job: JobRecord) -> StageResources:
@@ -117,7 +118,7 @@ def regions_task(self: Any, tenant: str, job_id: str, item_id: str) -> None:
         _fail_unexpected(job, item_id, "regions", exc)
         proceed = False
     if proceed:
-        perturb_task.apply_async((tenant, job_id, item_id), queue=CPU_QUEUE)
+        perturb_task.apply_async((tenant, job_id, item_id), queue=queue_name(celery_app, CPU_QUEUE))
     else:
         request_finalize(celery_app, tenant, job_id)
 

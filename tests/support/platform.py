@@ -52,7 +52,7 @@ def redis_url_for_tests(db: int) -> str:
 
 @dataclass
 class CeleryWorker:
-    """A ``celery -A worker.app worker`` process group."""
+    """``mfpo worker`` (a Celery worker with a prefork pool) as its own process group."""
 
     env: dict[str, str]
     queues: str = "cpu,gpu"
@@ -61,9 +61,8 @@ class CeleryWorker:
     log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="celery-", suffix=".log")[1]))
 
     def start(self) -> CeleryWorker:
-        cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", self.queues,
-               "-c", str(self.concurrency), "--pool", "prefork", "-l", "INFO",
-               "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        mfpo = str(Path(sys.executable).parent / "mfpo")
+        cmd = [mfpo, "worker", "--queues", self.queues, "--concurrency", str(self.concurrency)]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
@@ -88,12 +87,19 @@ class CeleryWorker:
 
 
 def platform_env(redis_url: str, s3_env: Mapping[str, str], bucket: str, **extra: str) -> dict[str, str]:
-    """Environment of a gateway or worker process pointing at the test Redis and S3 server."""
+    """Environment of a gateway or worker process pointing at the test Redis and S3 server.
+
+    The queue names get a fresh prefix, so test runs sharing one Redis (two sessions on one
+    machine) never take each other's tasks.
+    """
+    import uuid
+
     return {
         **os.environ,
         **s3_env,
         "MFPO_REDIS_URL": redis_url,
         "MFPO_S3_BUCKET": bucket,
+        "MFPO_QUEUE_PREFIX": f"t{uuid.uuid4().hex[:10]}-",
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": "1",
         "PYTHONUNBUFFERED": "1",
