@@ -217,6 +217,17 @@ def models_tiny(
     )
 
 
+@models_app.command("tiny-llava")
+def models_tiny_llava(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the tiny LLaVA into.")],
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+) -> None:
+    """Tiny random-weight LLaVA-1.5 (model, processor, chat template) for offline trainer smoke tests."""
+    from mfpo.models.tiny_llava import write_tiny_llava
+
+    typer.echo(write_tiny_llava(out, seed=seed))
+
+
 def _add_plugin_commands() -> None:
     """Commands registered by the platform's shells (``mfpo serve``, ``mfpo worker``) via entry points."""
     from importlib.metadata import entry_points

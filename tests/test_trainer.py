@@ -1,0 +1,111 @@
+"""The trainer end to end on a tiny random-weight LLaVA (the real architecture) and a generated dataset."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mfpo.models.tiny_llava import write_tiny_llava
+from mfpo.pipeline.config import GenerateConfig
+from mfpo.pipeline.embedded import run_generate
+from mfpo.synth import SynthConfig, generate_scenes
+from trainer.collate import collate
+from trainer.config import TrainConfig
+from trainer.data import load_examples
+from trainer.loop import plan_micro_batches, train
+from trainer.model import forward_logps, load_policy
+from trainer.reference import compute_reference
+
+FAST = {"learning_rate": 5e-3, "batch_size": 2, "epochs_per_stage": 5, "max_steps": 30, "lora_r": 8}
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("trainer")
+    items = generate_scenes(SynthConfig(n=12, seed=4, width=64, height=64), root / "items")
+    run_generate(items, root / "dataset", GenerateConfig.model_validate({"regions": {"mode": "annotations"}}),
+                 workers=1, gallery=False)
+    return {"dataset": root / "dataset", "model": write_tiny_llava(root / "llava"), "root": root}
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("loss", ["mfpo", "dpo", "mdpo", "adavip"])
+def test_thirty_steps_lower_the_loss(assets, loss):
+    out = assets["root"] / f"run-{loss}"
+    summary = train(TrainConfig(loss=loss, **FAST), str(assets["dataset"]), str(assets["model"]), out)
+    lines = _metrics(out)
+    assert summary["steps"] == 30 and len(lines) == 30 and [m["step"] for m in lines] == list(range(1, 31))
+    first, last = sum(m["loss"] for m in lines[:5]) / 5, sum(m["loss"] for m in lines[-5:]) / 5
+    assert last < first, (loss, first, last)
+    assert {"step", "stage", "loss", "lr", "rewards/chosen"} <= set(lines[0])
+    if loss == "mfpo":
+        assert {"loss/text", "loss/image", "loss/margin", "rewards/image_accuracy"} <= set(lines[0])
+        image = [m["rewards/image_margin"] for m in lines]
+        assert sum(image[-5:]) / 5 > sum(image[:5]) / 5  # the image reward rises
+    assert (out / "final" / "adapter_config.json").is_file() and (out / "tb").is_dir()
+
+
+def test_curriculum_visits_easy_medium_hard_in_order(assets):
+    out = assets["root"] / "curriculum"
+    summary = train(TrainConfig(**{**FAST, "epochs_per_stage": 1, "max_steps": None}), str(assets["dataset"]),
+                    str(assets["model"]), out)
+    stages = [m["stage"] for m in _metrics(out)]
+    assert summary["stages"] == ["easy", "medium", "hard"] and stages == sorted(stages, key=["easy", "medium",
+                                                                                              "hard"].index)
+    reference = [json.loads(line) for line in (out / "reference.jsonl").read_text().splitlines()]
+    ordered = [r["id"] for r in sorted(reference, key=lambda r: (r["entropy"], r["id"]))]
+    plan = plan_micro_batches(TrainConfig(**FAST), [r["id"] for r in reference], [r["entropy"] for r in reference])
+    easy = {i for mb in plan if mb.stage == "easy" for i in mb.ids}
+    assert len(reference) == 12 and easy == set(ordered[:4]) and stages.count("easy") == 2  # 4 items, batch 2
+    none = train(TrainConfig(**{**FAST, "curriculum": "none", "epochs_per_stage": 1, "max_steps": None}),
+                 str(assets["dataset"]), str(assets["model"]), assets["root"] / "flat")
+    assert none["stages"] == ["all"]
+
+
+def test_stop_and_resume_gives_the_same_metrics(assets):
+    config = TrainConfig(**{**FAST, "max_steps": 12, "save_steps": 4})
+    full = assets["root"] / "full"
+    train(config, str(assets["dataset"]), str(assets["model"]), full)
+    part = assets["root"] / "part"
+    train(config.model_copy(update={"max_steps": 6}), str(assets["dataset"]), str(assets["model"]), part)
+    assert [p.name for p in sorted((part / "checkpoints").iterdir())] == ["step-4"]
+    # "crash" after step 6: the run restarts from step-4 and must replay steps 5 and 6 identically
+    train(config, str(assets["dataset"]), str(assets["model"]), part)
+    assert _metrics(part) == _metrics(full)
+
+
+def test_precomputed_reference_equals_on_the_fly(assets):
+    config = TrainConfig(**FAST)
+    model, processor = load_policy(str(assets["model"]), config)
+    examples = load_examples(str(assets["dataset"]), lambda t: len(t.split()), 512)[:4]
+    rows = compute_reference(model, processor, examples, batch_size=3)
+    with torch.no_grad(), model.disable_adapter():
+        model.eval()
+        live = forward_logps(model, collate(processor, examples))
+    for k, row in enumerate(rows):
+        assert row.ref_chosen_logps == pytest.approx(float(live["chosen"][k]), abs=1e-5)
+        assert row.ref_rejected_logps == pytest.approx(float(live["rejected"][k]), abs=1e-5)
+        assert row.ref_chosen_perturbed_logps == pytest.approx(float(live["chosen_perturbed"][k]), abs=1e-5)
+        assert row.entropy == pytest.approx(float(live["entropy"][k]), abs=1e-5)
+
+
+def test_cli_reports_bad_datasets_and_options_before_training(assets, tmp_path):
+    mfpo = str(Path(sys.executable).parent / "mfpo")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "dataset.jsonl").write_text((assets["dataset"] / "dataset.jsonl").read_text())  # no images
+    run = subprocess.run([mfpo, "train", "--dataset", str(bad), "--model", str(assets["model"]), "--output",
+                          str(tmp_path / "o"), "--max-steps", "1"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "missing image" in run.stderr and not (tmp_path / "o" / "metrics.jsonl").exists()
+    wrong = subprocess.run([mfpo, "train", "--dataset", str(assets["dataset"]), "--model", str(assets["model"]),
+                            "--output", str(tmp_path / "o2"), "--loss", "ipo"], capture_output=True, text=True,
+                           timeout=300)
+    assert wrong.returncode == 2 and "loss" in wrong.stderr

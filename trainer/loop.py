@@ -1,0 +1,172 @@
+"""The training loop: reference pass, curriculum blocks, accelerate, metrics, checkpoints, exact resume.
+
+Order of work (MFPO sec. 3.2-3.3): load and check the dataset -> reference pass (or reuse
+it) -> rank items by the reference's entropy -> train the stages easy, medium, hard (or all
+at once) with the chosen loss, one forward over the three sequences of each item per step.
+
+The micro-batch order is a pure function of (seed, curriculum block), so a run restarted
+from a checkpoint (``accelerator.save_state``: weights, optimizer, RNG) skips the micro-batches
+it already did and continues with exactly the batches, and metrics, of an uninterrupted run.
+
+Outputs in ``output_dir``: ``metrics.jsonl`` (one line per logging step: step, stage, loss,
+lr and every loss metric), ``tb/`` (TensorBoard), ``reference.jsonl``, ``checkpoints/step-N/``,
+and ``final/`` (the adapter or the full model, with the processor).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mfpo.storage.base import ObjectNotFound
+from mfpo.storage.factory import open_store
+from trainer.collate import collate
+from trainer.config import TrainConfig
+from trainer.curriculum import stage_plan
+from trainer.data import Example, load_examples
+from trainer.losses import compute_loss
+from trainer.model import forward_logps, load_policy
+from trainer.reference import ReferenceRow, compute_reference, reference_key, rows_from_jsonl, rows_to_jsonl
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    stage: str
+    ids: tuple[str, ...]
+
+
+def plan_micro_batches(config: TrainConfig, ids: list[str], entropies: list[float]) -> list[MicroBatch]:
+    """Every micro-batch of the run in order: curriculum blocks, each shuffled with a seed of its own."""
+    out = []
+    for block, (stage, block_ids) in enumerate(stage_plan(ids, entropies, config.curriculum,
+                                                          config.epochs_per_stage)):
+        order = list(block_ids)
+        random.Random(config.seed * 1_000_003 + block).shuffle(order)
+        out += [MicroBatch(stage, tuple(order[i : i + config.batch_size]))
+                for i in range(0, len(order), config.batch_size)]
+    return out
+
+
+def reference_rows(model: Any, processor: Any, examples: list[Example], config: TrainConfig, model_path: str,
+                   dataset_uri: str) -> list[ReferenceRow]:
+    """Reuse ``reference/{key}.jsonl`` next to the dataset, or compute and store it there."""
+    store = open_store(dataset_uri)
+    key = f"reference/{reference_key(model_path, examples)}.jsonl"
+    try:
+        return rows_from_jsonl(store.get(key))
+    except ObjectNotFound:
+        rows = compute_reference(model, processor, examples, config.batch_size)
+        store.put(key, rows_to_jsonl(rows), "application/x-ndjson")
+        return rows
+
+
+def _checkpoints(output: Path) -> list[Path]:
+    return sorted((output / "checkpoints").glob("step-*"), key=lambda p: int(p.name.removeprefix("step-")))
+
+
+def train(config: TrainConfig, dataset_uri: str, model_path: str, output_dir: str | Path,
+          resume: bool = True) -> dict[str, Any]:
+    """Run training; returns a summary (steps, stages visited, final metrics, output paths)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from torch.utils.tensorboard import SummaryWriter
+
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    set_seed(config.seed)
+    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
+                              mixed_precision=config.mixed_precision)
+    model, processor = load_policy(model_path, config)
+
+    def count_tokens(text: str) -> int:
+        return len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    examples = load_examples(dataset_uri, count_tokens, config.max_answer_tokens)  # fails before any step
+    by_id = {e.id: e for e in examples}
+    model.to(accelerator.device)
+    rows = reference_rows(model, processor, examples, config, model_path, dataset_uri)
+    (output / "reference.jsonl").write_bytes(rows_to_jsonl(rows))
+    ref = {r.id: r for r in rows}
+    plan = plan_micro_batches(config, [e.id for e in examples], [ref[e.id].entropy for e in examples])
+    total_steps = math.ceil(len(plan) / config.gradient_accumulation_steps)
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+        plan = plan[: total_steps * config.gradient_accumulation_steps]
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    step, done_micro = 0, 0
+    existing = _checkpoints(output) if resume else []
+    if existing:
+        accelerator.load_state(str(existing[-1]))
+        state = json.loads((existing[-1] / "trainer_state.json").read_text())
+        step, done_micro = state["step"], state["micro_batches"]
+    metrics_path = output / "metrics.jsonl"
+    if step == 0:
+        metrics_path.write_text("")
+    else:  # drop lines of steps after the checkpoint (a run killed between checkpoint and crash)
+        kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        metrics_path.write_text("".join(line + "\n" for line in kept))
+    writer = SummaryWriter(str(output / "tb"), purge_step=step + 1 if step else None)
+    stages_seen: list[str] = []
+    last: dict[str, Any] = {}
+    model.train()
+    for micro in plan[done_micro:]:
+        chunk = [by_id[i] for i in micro.ids]
+        with accelerator.accumulate(model):
+            batch = {k: v.to(accelerator.device) for k, v in collate(processor, chunk).items()}
+            out = forward_logps(model, batch)
+            logps = {
+                "policy_chosen_logps": out["chosen"],
+                "policy_rejected_logps": out["rejected"],
+                "policy_chosen_perturbed_logps": out["chosen_perturbed"],
+                **{f"ref_{k}_logps": torch.tensor([getattr(ref[i], f"ref_{k}_logps") for i in micro.ids],
+                                                  device=accelerator.device)
+                   for k in ("chosen", "rejected", "chosen_perturbed")},
+            }
+            options: dict[str, Any] = {"beta": config.beta}
+            if config.loss == "mfpo":
+                options |= {"eta": config.eta, "weights": config.weights}
+            elif config.loss == "mdpo":
+                options |= {"delta": config.eta}
+            loss, metrics = compute_loss(config.loss, logps, **options)
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad()
+        done_micro += 1
+        if not accelerator.sync_gradients:
+            continue
+        step += 1
+        if not stages_seen or stages_seen[-1] != micro.stage:
+            stages_seen.append(micro.stage)
+        last = {"step": step, "stage": micro.stage, "loss": round(float(loss.detach()), 8),
+                "lr": optimizer.param_groups[0]["lr"], **{k: round(v, 8) for k, v in metrics.items()}}
+        if step % config.logging_steps == 0 and accelerator.is_main_process:
+            with metrics_path.open("a") as fh:
+                fh.write(json.dumps(last) + "\n")
+            for k, v in last.items():
+                if isinstance(v, float):
+                    writer.add_scalar(k, v, step)
+        if config.save_steps and step % config.save_steps == 0:
+            target = output / "checkpoints" / f"step-{step}"
+            accelerator.save_state(str(target))
+            (target / "trainer_state.json").write_text(json.dumps({"step": step, "micro_batches": done_micro}))
+        if step >= total_steps:
+            break
+    writer.close()
+    accelerator.wait_for_everyone()
+    final = output / "final"
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        accelerator.unwrap_model(model).save_pretrained(str(final))
+        processor.save_pretrained(str(final))
+    return {"steps": step, "stages": stages_seen, "last": last, "output": str(output), "final": str(final)}
