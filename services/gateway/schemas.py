@@ -70,3 +70,28 @@ class ItemPublic(BaseModel):
     status: Literal["queued", "running", "done", "failed"]
     record: dict[str, Any] | None = Field(default=None, description="Result record; image fields are URLs.")
     failure: Failure | None = None
+
+
+class ErrorPublic(BaseModel):
+    """Every error answer: ``{"detail": "<what is wrong, for a person>"}``."""
+
+    detail: str
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for these error status codes (all with :class:`ErrorPublic`)."""
+    text = {
+        400: "The body could not be parsed.",
+        401: "Missing or invalid API key.",
+        404: "No such job or item for this tenant.",
+        409: "The job is closed, or not finished yet.",
+        413: "Body, upload or batch over a configured limit.",
+        422: "Invalid request: the detail says which field and why.",
+        429: "Rate limit exceeded; see Retry-After.",
+        503: "The object store or broker is unavailable; see Retry-After.",
+    }
+    return {code: {"model": ErrorPublic, "description": text[code]} for code in codes}
+
+
+AUTHED_ERRORS = errors(400, 401, 404, 413, 422, 429, 503)
+"""Errors any authenticated route can answer."""

@@ -18,8 +18,9 @@ from mfpo.jobs import JobKeys, JobRecord, JobStore
 from mfpo.jobs.dataset import collect_dataset
 from mfpo.pipeline.dataset import read_dataset
 from services.gateway.deps import JobDep, JobStoreDep
+from services.gateway.schemas import AUTHED_ERRORS, errors
 
-router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["datasets"])
+router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["datasets"], responses={**AUTHED_ERRORS, **errors(409)})
 
 
 class DatasetFormat(str, Enum):
@@ -39,7 +40,8 @@ def _materialize(jobs: JobStore, job: JobRecord, folder: Path) -> None:
             target.write_bytes(outputs.get(rel))
 
 
-@router.get("/dataset")
+@router.get("/dataset", responses={200: {"description": "JSONL lines or a Parquet file", "content": {
+    "application/x-ndjson": {}, "application/vnd.apache.parquet": {}}}})
 def get_dataset(job: JobDep, jobs: JobStoreDep, format: DatasetFormat = DatasetFormat.jsonl) -> Response:
     """The dataset once the job is finished (409 before). jsonl/parquet: the manifest (image paths relative
     to the job's outputs, fetch them through the item URLs); trl: a self-contained Parquet with image bytes."""
@@ -65,7 +67,8 @@ GALLERY_PAGE_SIZE = 100
 GALLERY_URL_TTL = timedelta(hours=1)
 
 
-@router.get("/gallery", response_class=HTMLResponse)
+@router.get("/gallery", response_class=Response,
+            responses={200: {"description": "The gallery page", "content": {"text/html": {}}}})
 def get_gallery(job: JobDep, jobs: JobStoreDep, page: int = 1) -> HTMLResponse:
     """The job's gallery (original, rejected image and mask per item; presigned image URLs), 100 per page."""
     if page < 1:

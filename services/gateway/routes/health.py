@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.gateway.deps import JobStoreDep, SettingsDep
@@ -17,7 +17,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "Redis or the store is not answering"}})
 def readyz(settings: SettingsDep, jobs: JobStoreDep) -> JSONResponse:
     """Ready when the broker and the object store both answer (503 otherwise, with which failed)."""
     import redis
@@ -37,7 +37,8 @@ def readyz(settings: SettingsDep, jobs: JobStoreDep) -> JSONResponse:
     return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
 def metrics(request: Request) -> Response:
     """Prometheus metrics of this gateway process."""
     return Response(generate_latest(request.app.state.resources.registry), media_type=CONTENT_TYPE_LATEST)

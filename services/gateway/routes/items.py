@@ -9,10 +9,19 @@ from fastapi import APIRouter, HTTPException, Request
 
 from mfpo.jobs import ItemRejected, JobKeys, accept_item
 from services.gateway.deps import CeleryDep, JobDep, JobStoreDep, SettingsDep
-from services.gateway.schemas import ItemAccepted, ItemPublic, ItemRefused, ItemsCreate, ItemsResult
+from services.gateway.schemas import (
+    AUTHED_ERRORS,
+    ItemAccepted,
+    ItemPublic,
+    ItemRefused,
+    ItemsCreate,
+    ItemsResult,
+    errors,
+)
 from worker.client import enqueue_item
 
-router = APIRouter(prefix="/v1/jobs/{job_id}/items", tags=["items"])
+router = APIRouter(prefix="/v1/jobs/{job_id}/items", tags=["items"],
+                   responses={**AUTHED_ERRORS, **errors(409)})
 
 TEXT_FIELDS = ("question", "chosen", "rejected")
 URL_TTL = timedelta(hours=1)

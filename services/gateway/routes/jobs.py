@@ -12,11 +12,11 @@ from mfpo.jobs.intake import validation_message
 from mfpo.jobs.records import utc_now
 from mfpo.pipeline.config import GenerateConfig
 from services.gateway.deps import CeleryDep, JobDep, JobStoreDep, SettingsDep, TenantDep
-from services.gateway.schemas import JobCounts, JobCreate, JobPublic
+from services.gateway.schemas import AUTHED_ERRORS, JobCounts, JobCreate, JobPublic
 from services.settings import Settings
 from worker.client import reconcile
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTHED_ERRORS)
 
 
 def job_options(raw: dict[str, Any], settings: Settings) -> GenerateConfig:

@@ -22,10 +22,11 @@ from mfpo.jobs import ItemRejected, JobRecord, JobStore
 from mfpo.jobs.intake import store_item
 from mfpo.readers import FORMATS, ReadItem, read_items
 from services.gateway.deps import CeleryDep, JobDep, JobStoreDep, SettingsDep
-from services.gateway.schemas import ItemAccepted, ItemRefused, ItemsResult
+from services.gateway.schemas import AUTHED_ERRORS, ItemAccepted, ItemRefused, ItemsResult, errors
 from worker.client import enqueue_item
 
-router = APIRouter(prefix="/v1/jobs/{job_id}/uploads", tags=["uploads"])
+router = APIRouter(prefix="/v1/jobs/{job_id}/uploads", tags=["uploads"],
+                   responses={**AUTHED_ERRORS, **errors(409)})
 
 SUFFIXES = (".jsonl", ".json", ".parquet")
 MAX_ZIP_MEMBERS = 1_000_000
