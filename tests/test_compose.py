@@ -24,7 +24,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / "docker" / "mfpo.env.example"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
-SERVICES = {"redis", "minio", "minio-init", "gateway", "worker-cpu", "worker-gpu", "flower"}
+SERVICES = {"redis", "minio", "minio-init", "gateway", "worker-cpu", "worker-gpu", "flower", "trainer"}
 PLATFORM = ("gateway", "worker-cpu", "worker-gpu")  # run the mfpo code; need broker + bucket
 ONE_SHOT = {"minio-init"}
 ENV_VARS = {
@@ -213,10 +213,8 @@ def test_compose_env_file_overrides_the_defaults(compose: list[str], tmp_path: P
 # -- the file itself -------------------------------------------------------------------------------
 
 
-def test_services_are_the_platform_and_no_trainer_yet() -> None:
+def test_services_are_the_platform_and_the_trainer() -> None:
     assert set(_services()) == SERVICES
-    # The trainer service arrives with the trainer issue; the file says so.
-    assert re.search(r"^#.*trainer.*issue", COMPOSE_FILE.read_text(), flags=re.MULTILINE | re.IGNORECASE)
 
 
 def test_redis_keeps_an_append_only_file_on_a_named_volume() -> None:
@@ -292,9 +290,18 @@ def test_gpu_worker_reserves_an_nvidia_gpu_behind_the_gpu_profile() -> None:
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert device.get("count") in (1, "all") or device.get("device_ids")
     for name, service in services.items():
-        if name != "worker-gpu":
+        if name not in ("worker-gpu", "trainer"):
             assert not _nvidia_devices(service), f"{name} must not reserve a GPU"
             assert not service.get("profiles"), f"{name} must run without a profile"
+
+
+def test_trainer_is_a_gpu_job_behind_the_train_profile() -> None:
+    trainer = _services()["trainer"]
+    assert trainer.get("profiles") == ["train"] and _nvidia_devices(trainer)
+    command = " ".join(_as_list(trainer["command"]))
+    assert "mfpo train" in command and "--dataset" in command and "--model" in command and "--output" in command
+    assert trainer["build"]["dockerfile"] == "docker/Dockerfile.cuda"
+    assert any(v.endswith(":/models:ro") for v in trainer["volumes"] if isinstance(v, str))
 
 
 def test_gpu_worker_models_come_from_env_and_a_read_only_mount() -> None:
@@ -416,7 +423,7 @@ def test_cuda_dockerfile_uses_a_cuda_runtime_and_the_gpu_extra() -> None:
     instructions = _dockerfile_instructions(ROOT / "docker" / "Dockerfile.cuda")
     for image in _base_images(instructions):
         assert image.startswith(("nvidia/cuda:", "pytorch/pytorch:")) and "runtime" in image, image
-    assert any('".[gateway,worker,gpu]"' in args for kw, args in instructions if kw == "RUN")
+    assert any('".[gateway,worker,gpu,trainer]"' in args for kw, args in instructions if kw == "RUN")
 
 
 def test_dockerignore_keeps_local_state_out_of_the_image() -> None:

@@ -37,6 +37,23 @@ def items(tmp_path_factory) -> list[dict]:
     return rows
 
 
+def _solid_png(w: int, h: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (9, 9, 9)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _bomb(w: int, h: int) -> bytes:
+    """A tiny PNG whose header claims w x h pixels (CRC fixed): a decompression bomb's signature."""
+    import struct
+    import zlib
+
+    data = bytearray(_solid_png(8, 8))
+    data[16:24] = struct.pack(">II", w, h)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
 def _client(gateway: Gateway) -> httpx.Client:
     return httpx.Client(base_url=gateway.url, timeout=30)
 
@@ -159,16 +176,19 @@ def test_hostile_requests_get_4xx_and_the_server_keeps_serving(gateway, items):
             {**items[5], "question": 7},
             "not an object",
             {**items[6], "id": "../escape"},
+            {**items[7], "image": "data:image/png;base64," + base64.b64encode(_bomb(60_000, 60_000)).decode()},
+            {**items[8], "image": "data:image/png;base64," + base64.b64encode(_solid_png(1200, 900)).decode()},
         ]
         result = c.post(items_url, json={"items": bad_items}, headers=ACME)
         assert result.status_code == 200 and result.json()["accepted"] == []
         errors = {r["index"]: r["error"] for r in result.json()["rejected"]}
-        assert sorted(errors) == list(range(7))
+        assert sorted(errors) == list(range(9))
         assert "corrupt or truncated" in errors[0] and "not an image" in errors[1] and "data: URI" in errors[2]
         assert "longer than 2000" in errors[3] and "question" in errors[4] and "JSON object" in errors[5]
+        assert "3600000000 pixels" in errors[7] and "max_pixels=1000000" in errors[8]  # bomb, huge image
         assert c.get("/healthz").status_code == 200
         metrics = c.get("/metrics").text
-        assert "mfpo_items_rejected_total 7.0" in metrics and 'status="500"' not in metrics
+        assert "mfpo_items_rejected_total 9.0" in metrics and 'status="500"' not in metrics
 
 
 def _zip(files: dict[str, bytes]) -> bytes:
