@@ -109,3 +109,26 @@ def test_cli_reports_bad_datasets_and_options_before_training(assets, tmp_path):
                             "--output", str(tmp_path / "o2"), "--loss", "ipo"], capture_output=True, text=True,
                            timeout=300)
     assert wrong.returncode == 2 and "loss" in wrong.stderr
+
+
+def test_output_to_s3_and_resume_from_it(assets, monkeypatch):
+    from support.s3_server import running_s3_server
+
+    from mfpo.storage.s3 import S3Store
+
+    config = TrainConfig(**{**FAST, "max_steps": 6, "save_steps": 2})
+    local = assets["root"] / "local-6"
+    train(config, str(assets["dataset"]), str(assets["model"]), local)
+    with running_s3_server() as s3:
+        for key, value in s3.env().items():
+            monkeypatch.setenv(key, value)
+        uri = "s3://runs/exp1"
+        first = train(config.model_copy(update={"max_steps": 4}), str(assets["dataset"]), str(assets["model"]), uri)
+        assert first["output"] == uri
+        store = S3Store(s3.config("runs", prefix="exp1"))
+        keys = set(store.list(""))
+        assert {"metrics.jsonl", "reference.jsonl", "final/adapter_config.json"} <= keys
+        assert any(k.startswith("checkpoints/step-4/") for k in keys)
+        train(config, str(assets["dataset"]), str(assets["model"]), uri)  # a fresh machine: fetches, resumes
+        remote = [json.loads(line) for line in store.get("metrics.jsonl").decode().splitlines()]
+        assert remote == _metrics(local)

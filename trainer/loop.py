@@ -8,9 +8,12 @@ The micro-batch order is a pure function of (seed, curriculum block), so a run r
 from a checkpoint (``accelerator.save_state``: weights, optimizer, RNG) skips the micro-batches
 it already did and continues with exactly the batches, and metrics, of an uninterrupted run.
 
-Outputs in ``output_dir``: ``metrics.jsonl`` (one line per logging step: step, stage, loss,
-lr and every loss metric), ``tb/`` (TensorBoard), ``reference.jsonl``, ``checkpoints/step-N/``,
-and ``final/`` (the adapter or the full model, with the processor).
+Outputs in ``output_dir`` (a folder, or ``s3://bucket/prefix``: the run works in a local staging
+folder mirrored to the bucket at every checkpoint and at the end, and a restarted run first
+fetches what the bucket holds, so it resumes from there): ``metrics.jsonl`` (one line per
+logging step: step, stage, loss, lr and every loss metric), ``tb/`` (TensorBoard),
+``reference.jsonl``, ``checkpoints/step-N/``, and ``final/`` (the adapter or the full model,
+with the processor).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import math
 import random
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +71,23 @@ def reference_rows(model: Any, processor: Any, examples: list[Example], config: 
         return rows
 
 
+def fetch_run(uri: str, local: Path) -> None:
+    """Copy a run's objects from the store at ``uri`` into ``local`` (resume from an s3:// output)."""
+    store = open_store(uri, create_bucket=True)
+    for key in store.list(""):
+        target = local / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(store.get(key))
+
+
+def publish_run(local: Path, uri: str) -> None:
+    """Mirror every file of the local run folder to the store at ``uri`` (same relative keys)."""
+    store = open_store(uri, create_bucket=True)
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            store.put(path.relative_to(local).as_posix(), path.read_bytes())
+
+
 def _checkpoints(output: Path) -> list[Path]:
     return sorted((output / "checkpoints").glob("step-*"), key=lambda p: int(p.name.removeprefix("step-")))
 
@@ -78,8 +99,11 @@ def train(config: TrainConfig, dataset_uri: str, model_path: str, output_dir: st
     from accelerate.utils import set_seed
     from torch.utils.tensorboard import SummaryWriter
 
-    output = Path(output_dir)
+    remote = str(output_dir) if str(output_dir).startswith("s3://") else None
+    output = Path(tempfile.mkdtemp(prefix="mfpo-run-")) if remote else Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
+    if remote and resume:
+        fetch_run(remote, output)
     set_seed(config.seed)
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
                               mixed_precision=config.mixed_precision)
@@ -160,6 +184,8 @@ def train(config: TrainConfig, dataset_uri: str, model_path: str, output_dir: st
             target = output / "checkpoints" / f"step-{step}"
             accelerator.save_state(str(target))
             (target / "trainer_state.json").write_text(json.dumps({"step": step, "micro_batches": done_micro}))
+            if remote and accelerator.is_main_process:
+                publish_run(output, remote)
         if step >= total_steps:
             break
     writer.close()
@@ -169,4 +195,8 @@ def train(config: TrainConfig, dataset_uri: str, model_path: str, output_dir: st
         shutil.rmtree(final, ignore_errors=True)
         accelerator.unwrap_model(model).save_pretrained(str(final))
         processor.save_pretrained(str(final))
-    return {"steps": step, "stages": stages_seen, "last": last, "output": str(output), "final": str(final)}
+        if remote:
+            publish_run(output, remote)
+            shutil.rmtree(output, ignore_errors=True)
+    where = remote or str(output)
+    return {"steps": step, "stages": stages_seen, "last": last, "output": where, "final": f"{where}/final"}
