@@ -34,12 +34,16 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def collate(processor: Any, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
-    """``input_ids``, ``attention_mask``, ``pixel_values`` and ``labels`` of the 3B sequences."""
+def collate(processor: Any, examples: Sequence[Example], perturbed: bool = True) -> dict[str, torch.Tensor]:
+    """``input_ids``, ``attention_mask``, ``pixel_values`` and ``labels`` of the 3B sequences
+    (2B without ``perturbed``: text-only losses such as DPO skip (chosen | m'))."""
     prompts = [prompt_text(processor, e.question) for e in examples]
-    answers = [e.chosen for e in examples] + [e.rejected for e in examples] + [e.chosen for e in examples]
-    images = [e.image for e in examples] * 2 + [e.rejected_image for e in examples]
-    prompts3 = prompts * 3
+    answers = [e.chosen for e in examples] + [e.rejected for e in examples]
+    images = [e.image for e in examples] * 2
+    if perturbed:
+        answers += [e.chosen for e in examples]
+        images += [e.rejected_image for e in examples]
+    prompts3 = prompts * (3 if perturbed else 2)
     eos = processor.tokenizer.eos_token or ""
     texts = [f"{p} {a}{eos}" for p, a in zip(prompts3, answers, strict=True)]  # the answer ends: EOS is learned
     batch = processor(images=images, text=texts, return_tensors="pt", padding=True)
@@ -62,9 +66,8 @@ def collate(processor: Any, examples: Sequence[Example]) -> dict[str, torch.Tens
     }
 
 
-def split_three(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(3B,) per-sequence values -> (chosen | m, rejected | m, chosen | m'), each (B,)."""
-    if values.shape[0] % 3:
-        raise ValueError(f"expected 3B rows, got {values.shape[0]}")
-    b = values.shape[0] // 3
-    return values[:b], values[b : 2 * b], values[2 * b :]
+def split_rows(values: torch.Tensor, parts: int) -> list[torch.Tensor]:
+    """(parts * B,) per-sequence values -> [chosen | m, rejected | m(, chosen | m')], each (B,)."""
+    if values.shape[0] % parts:
+        raise ValueError(f"expected {parts}B rows, got {values.shape[0]}")
+    return list(values.chunk(parts))

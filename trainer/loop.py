@@ -35,7 +35,7 @@ from trainer.collate import collate
 from trainer.config import TrainConfig
 from trainer.curriculum import stage_plan
 from trainer.data import Example, load_examples
-from trainer.losses import compute_loss
+from trainer.losses import NEEDS_PERTURBED, compute_loss
 from trainer.model import forward_logps, load_policy
 from trainer.reference import ReferenceRow, compute_reference, reference_key, rows_from_jsonl, rows_to_jsonl
 
@@ -143,16 +143,17 @@ def train(config: TrainConfig, dataset_uri: str, model_path: str, output_dir: st
     writer = SummaryWriter(str(output / "tb"), purge_step=step + 1 if step else None)
     stages_seen: list[str] = []
     last: dict[str, Any] = {}
+    perturbed = config.loss in NEEDS_PERTURBED  # text-only losses forward 2 sequences per item, not 3
     model.train()
     for micro in plan[done_micro:]:
         chunk = [by_id[i] for i in micro.ids]
         with accelerator.accumulate(model):
-            batch = {k: v.to(accelerator.device) for k, v in collate(processor, chunk).items()}
-            out = forward_logps(model, batch)
+            batch = {k: v.to(accelerator.device) for k, v in collate(processor, chunk, perturbed).items()}
+            out = forward_logps(model, batch, parts=3 if perturbed else 2)
             logps = {
                 "policy_chosen_logps": out["chosen"],
                 "policy_rejected_logps": out["rejected"],
-                "policy_chosen_perturbed_logps": out["chosen_perturbed"],
+                "policy_chosen_perturbed_logps": out.get("chosen_perturbed"),
                 **{f"ref_{k}_logps": torch.tensor([getattr(ref[i], f"ref_{k}_logps") for i in micro.ids],
                                                   device=accelerator.device)
                    for k in ("chosen", "rejected", "chosen_perturbed")},

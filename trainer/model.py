@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from trainer.collate import split_three
+from trainer.collate import split_rows
 from trainer.config import TrainConfig
 from trainer.logps import mean_token_entropy, sequence_logps
 
@@ -58,16 +58,17 @@ def reference_mode(model: Any) -> Iterator[None]:
         yield
 
 
-def forward_logps(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """One forward over the 3B sequences: summed answer log-probs of each, and the chosen rows' entropy.
+def forward_logps(model: Any, batch: dict[str, torch.Tensor], parts: int = 3) -> dict[str, torch.Tensor]:
+    """One forward over the ``parts`` * B sequences of :func:`~trainer.collate.collate`.
 
-    Returns ``chosen``, ``rejected``, ``chosen_perturbed`` (B,) and ``entropy`` (B,) (mean token entropy
-    of the predictive distribution over the chosen answer given the original image, sec. 3.3).
+    Returns ``chosen``, ``rejected`` (and with 3 parts ``chosen_perturbed``) summed answer
+    log-probs (B,), and ``entropy`` (B,): mean token entropy of the predictive distribution
+    over the chosen answer given the original image (sec. 3.3).
     """
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 pixel_values=batch["pixel_values"])
-    logps = sequence_logps(out.logits, batch["labels"])
-    chosen, rejected, perturbed = split_three(logps)
-    b = chosen.shape[0]
+    rows = split_rows(sequence_logps(out.logits, batch["labels"]), parts)
+    b = rows[0].shape[0]
     entropy = mean_token_entropy(out.logits[:b].detach(), batch["labels"][:b])
-    return {"chosen": chosen, "rejected": rejected, "chosen_perturbed": perturbed, "entropy": entropy}
+    names = ("chosen", "rejected", "chosen_perturbed")[:parts]
+    return {**dict(zip(names, rows, strict=True)), "entropy": entropy}
