@@ -78,7 +78,7 @@ LIMITS = {
 
 @pytest.fixture(scope="module")
 def platform() -> Iterator[Platform]:
-    # Redis databases 10/11: 2+ is test_gateway, 8+ test_worker, 13+ test_resilience, 15 bench/platform.py
+    # Redis databases 10/11: 2+ is test_gateway, 8+ test_worker, 13+ test_resilience, 15 bench/platform_e2e.py
     with running_platform(10 + xdist_index(), with_worker=False, **LIMITS) as running:
         yield running
 

@@ -1,6 +1,6 @@
 """Benchmark of the platform against the embedded pipeline, on one machine. Prints ONE JSON line.
 
-    .venv/bin/python bench/platform.py [--n 60] [--size 96] [--requests 200] [--threads 8]
+    .venv/bin/python bench/platform_e2e.py [--n 60] [--size 96] [--requests 200] [--threads 8]
 
 (a) embedded: ``mfpo.pipeline.embedded.run_generate`` on ``--n`` synthetic scenes of
     ``--size``^2, ``workers=2``, regions mode ``annotations``, no gallery; items/s over the
