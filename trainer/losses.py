@@ -45,6 +45,25 @@ def _check(*tensors: Tensor) -> None:
         raise ValueError(f"log-prob inputs must all have shape (B,), got {[tuple(t.shape) for t in tensors]}")
 
 
+def _three_rewards(*logps: Tensor, beta: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(chosen, rejected, perturbed) implicit rewards from the six log-prob tensors (policy 3, ref 3)."""
+    _check(*logps)
+    pc, pr, pp, rc, rr, rp = logps
+    return _rewards(pc, rc, beta), _rewards(pr, rr, beta), _rewards(pp, rp, beta)
+
+
+def _reward_metrics(chosen: Tensor, rejected: Tensor, perturbed: Tensor) -> Metrics:
+    return {
+        "rewards/chosen": _mean(chosen),
+        "rewards/rejected": _mean(rejected),
+        "rewards/perturbed": _mean(perturbed),
+        "rewards/text_margin": _mean(chosen - rejected),
+        "rewards/image_margin": _mean(chosen - perturbed),
+        "rewards/text_accuracy": _mean((chosen > rejected).float()),
+        "rewards/image_accuracy": _mean((chosen > perturbed).float()),
+    }
+
+
 def dpo_loss(
     policy_chosen_logps: Tensor,
     policy_rejected_logps: Tensor,
@@ -85,12 +104,11 @@ def mfpo_loss(
     L_image  = -log sigma(r(y_w|m) - r(y_w|m'))           (eq. 6, chosen answer, original vs perturbed image)
     L_margin = -log sigma(r(y_w|m) - eta)                 (eq. 7)
     """
-    _check(policy_chosen_logps, policy_rejected_logps, policy_chosen_perturbed_logps, ref_chosen_logps,
-           ref_rejected_logps, ref_chosen_perturbed_logps)
     w_t, w_i, w_m = weights
-    chosen = _rewards(policy_chosen_logps, ref_chosen_logps, beta)
-    rejected = _rewards(policy_rejected_logps, ref_rejected_logps, beta)
-    perturbed = _rewards(policy_chosen_perturbed_logps, ref_chosen_perturbed_logps, beta)
+    chosen, rejected, perturbed = _three_rewards(
+        policy_chosen_logps, policy_rejected_logps, policy_chosen_perturbed_logps,
+        ref_chosen_logps, ref_rejected_logps, ref_chosen_perturbed_logps, beta=beta,
+    )
     text = -F.logsigmoid(chosen - rejected)
     image = -F.logsigmoid(chosen - perturbed)
     margin = -F.logsigmoid(chosen - eta)
@@ -99,13 +117,7 @@ def mfpo_loss(
         "loss/text": _mean(text),
         "loss/image": _mean(image),
         "loss/margin": _mean(margin),
-        "rewards/chosen": _mean(chosen),
-        "rewards/rejected": _mean(rejected),
-        "rewards/perturbed": _mean(perturbed),
-        "rewards/text_margin": _mean(chosen - rejected),
-        "rewards/image_margin": _mean(chosen - perturbed),
-        "rewards/text_accuracy": _mean((chosen > rejected).float()),
-        "rewards/image_accuracy": _mean((chosen > perturbed).float()),
+        **_reward_metrics(chosen, rejected, perturbed),
     }
 
 
@@ -147,23 +159,16 @@ def adavip_loss(
     Computed as softplus(logsumexp(r_j - r_++)), which equals the formula and never overflows.
     The gradient weights the two rejected samples by softmax(r_j) (eq. 12-13).
     """
-    _check(policy_chosen_logps, policy_rejected_logps, policy_chosen_perturbed_logps, ref_chosen_logps,
-           ref_rejected_logps, ref_chosen_perturbed_logps)
-    chosen = _rewards(policy_chosen_logps, ref_chosen_logps, beta)
-    rejected = _rewards(policy_rejected_logps, ref_rejected_logps, beta)
-    perturbed = _rewards(policy_chosen_perturbed_logps, ref_chosen_perturbed_logps, beta)
+    chosen, rejected, perturbed = _three_rewards(
+        policy_chosen_logps, policy_rejected_logps, policy_chosen_perturbed_logps,
+        ref_chosen_logps, ref_rejected_logps, ref_chosen_perturbed_logps, beta=beta,
+    )
     gaps = torch.stack([rejected - chosen, perturbed - chosen], dim=-1)  # (B, 2)
     losses = F.softplus(torch.logsumexp(gaps, dim=-1))
     weights = torch.softmax(torch.stack([rejected, perturbed], dim=-1), dim=-1)
     return losses.mean(), {
         "loss/plackett_luce": _mean(losses),
-        "rewards/chosen": _mean(chosen),
-        "rewards/rejected": _mean(rejected),
-        "rewards/perturbed": _mean(perturbed),
-        "rewards/text_margin": _mean(chosen - rejected),
-        "rewards/image_margin": _mean(chosen - perturbed),
-        "rewards/text_accuracy": _mean((chosen > rejected).float()),
-        "rewards/image_accuracy": _mean((chosen > perturbed).float()),
+        **_reward_metrics(chosen, rejected, perturbed),
         "weights/language_rejected": _mean(weights[:, 0]),
         "weights/vision_rejected": _mean(weights[:, 1]),
     }

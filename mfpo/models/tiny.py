@@ -279,7 +279,12 @@ def learn_bpe(words: Iterable[str]) -> list[tuple[str, str]]:
     smallest pair), so applying the merges by rank, as the tokenizer does, reproduces
     the training segmentation. Deterministic; words must be byte-level printable (ASCII).
     """
-    seqs = [[*w[:-1], w[-1] + "</w>"] for w in dict.fromkeys(words) if w]
+    return greedy_bpe_merges([[*w[:-1], w[-1] + "</w>"] for w in dict.fromkeys(words) if w])
+
+
+def greedy_bpe_merges(seqs: list[list[str]]) -> list[tuple[str, str]]:
+    """Merges of greedy BPE training on symbol sequences: the most frequent adjacent pair first (ties: the
+    smallest pair), until every sequence is one symbol."""
     merges: list[tuple[str, str]] = []
     while True:
         counts: Counter[tuple[str, str]] = Counter()

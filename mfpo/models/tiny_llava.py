@@ -21,13 +21,11 @@ pure function of the seed (about 1.4 MB, written in about half a second once tra
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from mfpo.models.tiny import WORDS, _merge_pair, _seeded
+from mfpo.models.tiny import WORDS, _seeded, greedy_bpe_merges
 
 IMAGE_SIZE = 56
 """Side of the (square) images the vision tower sees, in pixels."""
@@ -106,17 +104,7 @@ def learn_llama_bpe(words: Iterable[str], bare_words: Iterable[str] = ()) -> lis
     has ``▁`` inside its right part, so merges never join two words. Deterministic.
     """
     pieces = [SPACE + w for w in words if w] + [w for w in bare_words if w]
-    seqs = [list(w) for w in dict.fromkeys(pieces)]
-    merges: list[tuple[str, str]] = []
-    while True:
-        counts: Counter[tuple[str, str]] = Counter()
-        for s in seqs:
-            counts.update(pairwise(s))
-        if not counts:
-            return merges
-        best = min(counts, key=lambda p: (-counts[p], p))
-        merges.append(best)
-        seqs = [_merge_pair(s, best) if len(s) > 1 else s for s in seqs]
+    return greedy_bpe_merges([list(w) for w in dict.fromkeys(pieces)])
 
 
 def llama_vocab(merges: Sequence[tuple[str, str]]) -> dict[str, int]:
