@@ -132,3 +132,19 @@ def test_output_to_s3_and_resume_from_it(assets, monkeypatch):
         train(config, str(assets["dataset"]), str(assets["model"]), uri)  # a fresh machine: fetches, resumes
         remote = [json.loads(line) for line in store.get("metrics.jsonl").decode().splitlines()]
         assert remote == _metrics(local)
+
+
+def test_full_finetuning_with_accumulation_and_checkpointing_via_python_m_trainer(assets, tmp_path):
+    """``python -m trainer`` (what ``accelerate launch -m trainer`` runs): full weights, 2 micro-batches per
+    step, gradient checkpointing; the saved model is a full LLaVA folder."""
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({"learning_rate": 1e-3, "batch_size": 2, "gradient_accumulation_steps": 2,
+                                  "gradient_checkpointing": True, "epochs_per_stage": 2}))
+    out = tmp_path / "full"
+    run = subprocess.run([sys.executable, "-m", "trainer", "--dataset", str(assets["dataset"]), "--model",
+                          str(assets["model"]), "--output", str(out), "--full", "--max-steps", "4", "--config",
+                          str(config)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 4 and len(_metrics(out)) == 4
+    assert (out / "final" / "model.safetensors").is_file() and not (out / "final" / "adapter_config.json").exists()
