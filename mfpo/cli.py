@@ -221,11 +221,12 @@ def models_tiny(
 def models_tiny_llava(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the tiny LLaVA into.")],
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+    next_: Annotated[bool, typer.Option("--next", help="LLaVA-NeXT (v1.6, any-resolution) instead of 1.5.")] = False,
 ) -> None:
-    """Tiny random-weight LLaVA-1.5 (model, processor, chat template) for offline trainer smoke tests."""
-    from mfpo.models.tiny_llava import write_tiny_llava
+    """Tiny random-weight LLaVA-1.5 or LLaVA-NeXT (model, processor, chat template) for offline smoke tests."""
+    from mfpo.models.tiny_llava import write_tiny_llava, write_tiny_llava_next
 
-    typer.echo(write_tiny_llava(out, seed=seed))
+    typer.echo((write_tiny_llava_next if next_ else write_tiny_llava)(out, seed=seed))
 
 
 def _add_plugin_commands() -> None:

@@ -148,3 +148,16 @@ def test_full_finetuning_with_accumulation_and_checkpointing_via_python_m_traine
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert summary["steps"] == 4 and len(_metrics(out)) == 4
     assert (out / "final" / "model.safetensors").is_file() and not (out / "final" / "adapter_config.json").exists()
+
+
+def test_llava_next_trains_through_the_same_code(assets, tmp_path):
+    mfpo = str(Path(sys.executable).parent / "mfpo")
+    made = subprocess.run([mfpo, "models", "tiny-llava", "--next", "--out", str(tmp_path / "next")],
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    config = json.loads((tmp_path / "next" / "config.json").read_text())
+    assert config["model_type"] == "llava_next" and config["image_grid_pinpoints"]
+    out = tmp_path / "run"
+    summary = train(TrainConfig(**{**FAST, "max_steps": 12}), str(assets["dataset"]), str(tmp_path / "next"), out)
+    lines = _metrics(out)
+    assert summary["steps"] == 12 and sum(m["loss"] for m in lines[-3:]) < sum(m["loss"] for m in lines[:3])

@@ -58,12 +58,10 @@ def collate(processor: Any, examples: Sequence[Example], perturbed: bool = True)
             raise ValueError(f"item {examples[row % len(examples)].id}: the answer adds no tokens")
         start = int(batch["attention_mask"][row].nonzero()[0])  # left padding would shift the prompt
         labels[row, : start + cut] = IGNORE_INDEX
-    return {
-        "input_ids": batch["input_ids"],
-        "attention_mask": batch["attention_mask"],
-        "pixel_values": batch["pixel_values"],
-        "labels": labels,
-    }
+    out = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")}
+    if "image_sizes" in batch:  # LLaVA-NeXT: any-resolution tiles need each image's size
+        out["image_sizes"] = batch["image_sizes"]
+    return {**out, "labels": labels}
 
 
 def split_rows(values: torch.Tensor, parts: int) -> list[torch.Tensor]:

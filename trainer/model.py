@@ -65,8 +65,7 @@ def forward_logps(model: Any, batch: dict[str, torch.Tensor], parts: int = 3) ->
     log-probs (B,), and ``entropy`` (B,): mean token entropy of the predictive distribution
     over the chosen answer given the original image (sec. 3.3).
     """
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                pixel_values=batch["pixel_values"])
+    out = model(**{k: v for k, v in batch.items() if k != "labels"})
     rows = split_rows(sequence_logps(out.logits, batch["labels"]), parts)
     b = rows[0].shape[0]
     entropy = mean_token_entropy(out.logits[:b].detach(), batch["labels"][:b])

@@ -218,3 +218,52 @@ def write_tiny_llava(out_dir: Path, seed: int = 0) -> Path:
     processor.save_pretrained(out)
     model.save_pretrained(out)
     return out
+
+
+NEXT_GRID_PINPOINTS = [[IMAGE_SIZE, IMAGE_SIZE], [IMAGE_SIZE, 2 * IMAGE_SIZE], [2 * IMAGE_SIZE, IMAGE_SIZE],
+                       [2 * IMAGE_SIZE, 2 * IMAGE_SIZE]]
+"""Any-resolution grid of the tiny LLaVA-NeXT (llava-v1.6 uses multiples of 336 the same way)."""
+
+
+def write_tiny_llava_next(out_dir: Path, seed: int = 0) -> Path:
+    """Write a tiny LLaVA-NeXT (v1.6, any-resolution tiles) folder with the same vision tower, language model,
+    tokenizer and chat template as :func:`write_tiny_llava`; loadable with ``AutoModelForImageTextToText`` /
+    ``LlavaNextForConditionalGeneration`` and ``AutoProcessor``. Returns out_dir."""
+    from transformers import (
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
+    )
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tiny_llava_tokenizer()
+    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    base = build_tiny_llava_config(len(tokenizer), image_token_id, tokenizer.pad_token_id)
+    config = LlavaNextConfig(
+        vision_config=base.vision_config,
+        text_config=base.text_config,
+        image_token_index=image_token_id,
+        image_grid_pinpoints=NEXT_GRID_PINPOINTS,
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+    )
+    image_processor = LlavaNextImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_grid_pinpoints=NEXT_GRID_PINPOINTS,
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
+    with _seeded(seed):
+        model = LlavaNextForConditionalGeneration(config).eval()
+    processor.save_pretrained(out)
+    model.save_pretrained(out)
+    return out
