@@ -161,3 +161,9 @@ def test_llava_next_trains_through_the_same_code(assets, tmp_path):
     summary = train(TrainConfig(**{**FAST, "max_steps": 12}), str(assets["dataset"]), str(tmp_path / "next"), out)
     lines = _metrics(out)
     assert summary["steps"] == 12 and sum(m["loss"] for m in lines[-3:]) < sum(m["loss"] for m in lines[:3])
+
+
+def test_bf16_mixed_precision_runs(assets, tmp_path):
+    summary = train(TrainConfig(**{**FAST, "max_steps": 3, "mixed_precision": "bf16"}), str(assets["dataset"]),
+                    str(assets["model"]), tmp_path / "bf16")
+    assert summary["steps"] == 3 and all(m["loss"] == m["loss"] for m in _metrics(tmp_path / "bf16"))  # no NaN
