@@ -164,6 +164,13 @@ def test_llava_next_trains_through_the_same_code(assets, tmp_path):
 
 
 def test_bf16_mixed_precision_runs(assets, tmp_path):
-    summary = train(TrainConfig(**{**FAST, "max_steps": 3, "mixed_precision": "bf16"}), str(assets["dataset"]),
-                    str(assets["model"]), tmp_path / "bf16")
-    assert summary["steps"] == 3 and all(m["loss"] == m["loss"] for m in _metrics(tmp_path / "bf16"))  # no NaN
+    """In its own process: accelerate's state is a process-wide singleton fixed by the first Accelerator."""
+    config = tmp_path / "bf16.json"
+    config.write_text(json.dumps({**FAST, "max_steps": 3, "mixed_precision": "bf16"}))
+    out = tmp_path / "bf16"
+    run = subprocess.run([sys.executable, "-m", "trainer", "--dataset", str(assets["dataset"]), "--model",
+                          str(assets["model"]), "--output", str(out), "--config", str(config), "--max-steps", "3"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    losses = [m["loss"] for m in _metrics(out)]
+    assert len(losses) == 3 and all(loss == loss for loss in losses)  # no NaN

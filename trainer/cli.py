@@ -20,12 +20,14 @@ def train(
     dataset: Annotated[str, typer.Option(help="Dataset folder or s3://bucket/prefix (with dataset.jsonl).")],
     model: Annotated[str, typer.Option(help="LLaVA model folder (llava-hf layout) or hub id.")],
     output: Annotated[Path, typer.Option(help="Output folder: metrics.jsonl, tb/, checkpoints/, final/.")],
-    loss: Annotated[str, typer.Option(help="mfpo | dpo | mdpo | adavip.")] = "mfpo",
-    beta: Annotated[float, typer.Option(help="beta of the implicit reward.")] = 0.1,
-    eta: Annotated[float, typer.Option(help="Margin eta (MFPO eq. 7; mDPO's anchor delta).")] = 0.0,
-    weights: Annotated[str, typer.Option(help="w_t,w_i,w_m of MFPO's three terms.")] = "1,1,1",
-    curriculum: Annotated[str, typer.Option(help="easy-to-hard | none.")] = "easy-to-hard",
-    lora: Annotated[bool, typer.Option("--lora/--full", help="LoRA adapters or full fine-tuning.")] = True,
+    loss: Annotated[str | None, typer.Option(help="mfpo | dpo | mdpo | adavip (default mfpo).")] = None,
+    beta: Annotated[float | None, typer.Option(help="beta of the implicit reward (default 0.1).")] = None,
+    eta: Annotated[float | None, typer.Option(help="Margin eta (MFPO eq. 7; mDPO's anchor delta).")] = None,
+    weights: Annotated[str | None, typer.Option(help="w_t,w_i,w_m of MFPO's three terms (default 1,1,1).")] = None,
+    curriculum: Annotated[str | None, typer.Option(help="easy-to-hard (default) | none.")] = None,
+    lora: Annotated[
+        bool | None, typer.Option("--lora/--full", help="LoRA adapters (default) or full fine-tuning.")
+    ] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
     config: Annotated[Path | None, typer.Option(help="JSON file of TrainConfig options; flags override.")] = None,
 ) -> None:
@@ -37,10 +39,9 @@ def train(
     from trainer.loop import train as run
 
     options = json.loads(config.read_text()) if config else {}
-    options |= {"loss": loss, "beta": beta, "eta": eta, "weights": _weights(weights), "curriculum": curriculum,
-                "lora": lora}
-    if max_steps is not None:
-        options["max_steps"] = max_steps
+    given = {"loss": loss, "beta": beta, "eta": eta, "weights": _weights(weights) if weights else None,
+             "curriculum": curriculum, "lora": lora, "max_steps": max_steps}
+    options |= {k: v for k, v in given.items() if v is not None}  # flags given override the file
     try:
         cfg = TrainConfig.model_validate(options)
     except (ValidationError, TypeError) as exc:
