@@ -197,15 +197,21 @@ def write_tiny_llava(out_dir: Path, seed: int = 0) -> Path:
     """
     from transformers import CLIPImageProcessor, LlavaForConditionalGeneration, LlavaProcessor
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tiny_llava_tokenizer()
-    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    config = build_tiny_llava_config(len(tokenizer), image_token_id, tokenizer.pad_token_id)
+    config = build_tiny_llava_config(len(tokenizer), tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+                                     tokenizer.pad_token_id)
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
     )
-    processor = LlavaProcessor(
+    return _save(out_dir, seed, LlavaForConditionalGeneration, config, LlavaProcessor, image_processor, tokenizer)
+
+
+def _save(out_dir: Path, seed: int, model_cls: Any, config: Any, processor_cls: Any, image_processor: Any,
+          tokenizer: Any) -> Path:
+    """Build the processor (llava-hf settings, :data:`CHAT_TEMPLATE`) and the seeded model; save both."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    processor = processor_cls(
         image_processor=image_processor,
         tokenizer=tokenizer,
         patch_size=PATCH_SIZE,
@@ -214,7 +220,7 @@ def write_tiny_llava(out_dir: Path, seed: int = 0) -> Path:
         chat_template=CHAT_TEMPLATE,
     )
     with _seeded(seed):
-        model = LlavaForConditionalGeneration(config).eval()
+        model = model_cls(config).eval()
     processor.save_pretrained(out)
     model.save_pretrained(out)
     return out
@@ -236,8 +242,6 @@ def write_tiny_llava_next(out_dir: Path, seed: int = 0) -> Path:
         LlavaNextProcessor,
     )
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tiny_llava_tokenizer()
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     base = build_tiny_llava_config(len(tokenizer), image_token_id, tokenizer.pad_token_id)
@@ -254,16 +258,5 @@ def write_tiny_llava_next(out_dir: Path, seed: int = 0) -> Path:
         size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
         image_grid_pinpoints=NEXT_GRID_PINPOINTS,
     )
-    processor = LlavaNextProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=CHAT_TEMPLATE,
-    )
-    with _seeded(seed):
-        model = LlavaNextForConditionalGeneration(config).eval()
-    processor.save_pretrained(out)
-    model.save_pretrained(out)
-    return out
+    return _save(out_dir, seed, LlavaNextForConditionalGeneration, config, LlavaNextProcessor, image_processor,
+                 tokenizer)
