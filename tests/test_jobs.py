@@ -203,3 +203,15 @@ def test_worker_beat_schedules_the_periodic_reconcile():
     import worker.tasks
 
     assert "mfpo.reconcile_unfinished" in worker.tasks.celery_app.tasks
+
+
+def test_perturb_without_regions_recomputes_or_asks_for_them(jobs, items, resources):
+    from mfpo.jobs.stages import MissingStageOutput, keywords_stage, perturb_stage
+
+    job = jobs.create_job("acme", "stages", OPTIONS)
+    iid = accept_item(jobs, job, items[0], seq=0)
+    assert keywords_stage(jobs, job, iid, resources)
+    with pytest.raises(MissingStageOutput, match=r"regions\.npz"):  # a CPU worker re-queues the regions stage
+        perturb_stage(jobs, job, iid, resources, recompute_missing=False)
+    assert jobs.get_outcome(job, iid) is None
+    assert perturb_stage(jobs, job, iid, resources).status == "done"  # one process: recomputed in place

@@ -16,7 +16,7 @@ from typing import Any
 from mfpo.jobs import JobNotFound, JobRecord, JobStore, write_job_dataset
 from mfpo.jobs.dataset import JobNotFinished
 from mfpo.jobs.records import ItemOutcome
-from mfpo.jobs.stages import keywords_stage, perturb_stage, regions_stage
+from mfpo.jobs.stages import MissingStageOutput, keywords_stage, perturb_stage, regions_stage
 from mfpo.pipeline.resources import StageResources, build_resources
 from mfpo.regions.config import RegionsConfig
 from mfpo.schemas import Failure
@@ -55,9 +55,11 @@ def regions_queue(job: JobRecord, settings: Settings) -> str:
     return queue_name(celery_app, kind)
 
 
-def resources_for(job: JobRecord) -> StageResources:
-    """Stage resources for a job's options (embedder and models are cached per process)."""
-    return build_resources(effective_regions(job.options.regions, get_settings()))
+def resources_for(job: JobRecord, with_models: bool) -> StageResources:
+    """Stage resources for a job (embedder and models are cached per process). Only the regions stage needs
+    the grounding + SAM models; keywords and perturbation run on CPU workers that never load them."""
+    regions = effective_regions(job.options.regions, get_settings()) if with_models else job.options.regions
+    return build_resources(regions)
 
 
 def _load(tenant: str, job_id: str) -> JobRecord | None:
@@ -93,7 +95,7 @@ def keywords_task(self: Any, tenant: str, job_id: str, item_id: str) -> None:
     if job is None:
         return
     try:
-        proceed = keywords_stage(job_store(), job, item_id, resources_for(job))
+        proceed = keywords_stage(job_store(), job, item_id, resources_for(job, with_models=False))
     except TRANSIENT:
         raise
     except Exception as exc:
@@ -111,7 +113,7 @@ def regions_task(self: Any, tenant: str, job_id: str, item_id: str) -> None:
     if job is None:
         return
     try:
-        proceed = regions_stage(job_store(), job, item_id, resources_for(job))
+        proceed = regions_stage(job_store(), job, item_id, resources_for(job, with_models=True))
     except TRANSIENT:
         raise
     except Exception as exc:
@@ -129,7 +131,10 @@ def perturb_task(self: Any, tenant: str, job_id: str, item_id: str) -> None:
     if job is None:
         return
     try:
-        perturb_stage(job_store(), job, item_id, resources_for(job))
+        perturb_stage(job_store(), job, item_id, resources_for(job, with_models=False), recompute_missing=False)
+    except MissingStageOutput:  # the regions output was lost: redo that stage where the models are
+        regions_task.apply_async((tenant, job_id, item_id), queue=regions_queue(job, get_settings()))
+        return
     except TRANSIENT:
         raise
     except Exception as exc:

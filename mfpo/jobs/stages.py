@@ -39,6 +39,10 @@ from mfpo.storage.base import ObjectNotFound
 STAGES = ("keywords", "regions", "perturb")
 
 
+class MissingStageOutput(LookupError):
+    """A stage's input from the previous stage is not in the store (and was not to be recomputed here)."""
+
+
 def _work_key(job: JobRecord, item_id: str, name: str) -> str:
     return f"{JobKeys(job.tenant, job.id).root}/work/{item_id}/{name}"
 
@@ -122,8 +126,15 @@ def regions_stage(jobs: JobStore, job: JobRecord, item_id: str, resources: Stage
     return True
 
 
-def perturb_stage(jobs: JobStore, job: JobRecord, item_id: str, resources: StageResources) -> ItemOutcome:
-    """Stage 3 (CPU): noise inside the regions, write outputs, then the outcome (last)."""
+def perturb_stage(
+    jobs: JobStore, job: JobRecord, item_id: str, resources: StageResources, recompute_missing: bool = True
+) -> ItemOutcome:
+    """Stage 3 (CPU): noise inside the regions, write outputs, then the outcome (last).
+
+    A missing ``regions.npz`` is recomputed here with ``resources`` (one-process runs), or, with
+    ``recompute_missing=False`` (a CPU worker without the region models), raises
+    :class:`MissingStageOutput` so the caller re-queues the regions stage where the models are.
+    """
     existing = jobs.get_outcome(job, item_id)
     if existing is not None:
         return existing
@@ -138,6 +149,8 @@ def perturb_stage(jobs: JobStore, job: JobRecord, item_id: str, resources: Stage
     try:
         regions = decode_regions(jobs.store.get(_work_key(job, item_id, "regions.npz")))
     except ObjectNotFound:
+        if not recompute_missing:
+            raise MissingStageOutput(f"item {item_id}: regions.npz") from None
         regions_stage(jobs, job, item_id, resources)
         regions = decode_regions(jobs.store.get(_work_key(job, item_id, "regions.npz")))
     outputs = finish_item(prepared, keywords, regions, job.options)
