@@ -12,8 +12,9 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.platform import CeleryWorker, platform_env, wait_for
@@ -108,27 +109,36 @@ def _celery(env: dict[str, str]):  # type: ignore[no-untyped-def]
     return create_celery(Settings(redis_url=env["MFPO_REDIS_URL"], queue_prefix=env["MFPO_QUEUE_PREFIX"]))
 
 
-def test_redis_restart_mid_job_loses_nothing(redis_server, items):
+def _run_through(store: S3Store, env: dict[str, str], items: list[dict], disrupt: Callable[[], None],
+                 what: str) -> tuple[JobStore, Any, list[ResultRecord] | None, str]:
+    """Submit ``items``, let a worker finish a few, call ``disrupt()``, reconcile (what close does), and wait
+    for the dataset. Returns (job store, job, records, worker log)."""
     from worker.client import reconcile
+
+    worker = CeleryWorker(env).start()
+    try:
+        celery = _celery(env)
+        jobs, job = _submit(store, celery, items)
+        wait_for(lambda: len(jobs.outcome_ids(job)) >= 3, 180, "the first outcomes", diagnostics=worker.log)
+        disrupt()
+        reconcile(celery, jobs, "acme", job.id)  # the store re-queues whatever the disruption lost
+        wait_for(lambda: _dataset(jobs, job) is not None, 240, f"the dataset after {what}", diagnostics=worker.log)
+    finally:
+        worker.stop()
+    return jobs, job, _dataset(jobs, job), worker.log()
+
+
+def test_redis_restart_mid_job_loses_nothing(redis_server, items):
+    def restart() -> None:
+        redis_server.kill()
+        time.sleep(1.0)
+        redis_server.start()  # replays the append-only file: queued tasks come back
 
     with running_s3_server() as s3:
         bucket = f"rs-{uuid.uuid4().hex[:8]}"
         store = S3Store(s3.config(bucket, create_bucket=True))
         env = platform_env(redis_server.url, s3.env(), bucket)
-        worker = CeleryWorker(env).start()
-        try:
-            celery = _celery(env)
-            jobs, job = _submit(store, celery, items)
-            wait_for(lambda: len(jobs.outcome_ids(job)) >= 3, 180, "the first outcomes", diagnostics=worker.log)
-            redis_server.kill()
-            time.sleep(1.0)
-            redis_server.start()  # replays the append-only file: queued tasks come back
-            reconcile(celery, jobs, "acme", job.id)  # and the store re-queues whatever Redis lost
-            wait_for(lambda: _dataset(jobs, job) is not None, 240, "the dataset after the restart",
-                     diagnostics=worker.log)
-        finally:
-            worker.stop()
-        records = _dataset(jobs, job)
+        _, _, records, _ = _run_through(store, env, items, restart, "the restart")
         assert records is not None and [r.id for r in records] == [r["id"] for r in items]
 
 
@@ -136,29 +146,20 @@ def test_store_down_for_a_while_then_everything_is_done(items):
     import redis as redis_lib
     from support.platform import redis_url_for_tests, xdist_index
 
-    from worker.client import reconcile
-
     redis_url = redis_url_for_tests(13 + xdist_index())
     with running_s3_server() as s3, tcp_proxy(s3.endpoint) as proxy:
+
+        def outage() -> None:
+            proxy.set_down(True)
+            time.sleep(5.0)
+            proxy.set_down(False)
+
         bucket = f"so-{uuid.uuid4().hex[:8]}"
         store = S3Store(s3.config(bucket, create_bucket=True))  # the test reads moto directly
         env = platform_env(redis_url, {**s3.env(), "MFPO_S3_ENDPOINT": proxy.endpoint}, bucket,
                            MFPO_RETRY_BACKOFF_MAX_S="4")
-        worker = CeleryWorker(env).start()
-        try:
-            celery = _celery(env)
-            jobs, job = _submit(store, celery, items)
-            wait_for(lambda: len(jobs.outcome_ids(job)) >= 3, 180, "the first outcomes", diagnostics=worker.log)
-            proxy.set_down(True)
-            time.sleep(5.0)
-            proxy.set_down(False)
-            reconcile(celery, jobs, "acme", job.id)
-            wait_for(lambda: _dataset(jobs, job) is not None, 240, "the dataset after the outage",
-                     diagnostics=worker.log)
-        finally:
-            worker.stop()
-        records = _dataset(jobs, job)
+        jobs, job, records, log = _run_through(store, env, items, outage, "the outage")
         assert records is not None and [r.id for r in records] == [r["id"] for r in items]
         assert jobs.counts(job)["failed"] == 0
-        assert "Retry in" in worker.log(), "the outage should have been retried, not ignored"
+        assert "Retry in" in log, "the outage should have been retried, not ignored"
         redis_lib.Redis.from_url(redis_url).flushdb()

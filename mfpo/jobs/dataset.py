@@ -59,6 +59,6 @@ def write_job_dataset(jobs: JobStore, job: JobRecord) -> JobDataset:
     for store, prefix in ((outputs, ""), (jobs.store, f"{root}/")):
         store.put(f"{prefix}dataset.parquet", parquet, "application/vnd.apache.parquet")
     outputs.put("dataset.jsonl", jsonl, "application/x-ndjson")
-    jobs.store.put(f"{root}/dataset.jsonl", jsonl, "application/x-ndjson")  # last: the job is finished
+    jobs.store.put(JobKeys(job.tenant, job.id).manifest, jsonl, "application/x-ndjson")  # last: finished
     jobs.mark_finished(job)
     return data

@@ -80,6 +80,11 @@ class JobKeys:
     def dataset(self) -> str:
         return f"{self.root}/dataset"
 
+    @property
+    def manifest(self) -> str:
+        """``dataset/dataset.jsonl``: written last, so its presence means the job is finished."""
+        return f"{self.dataset}/dataset.jsonl"
+
 
 def _id_of(key: str) -> str:
     return key.rsplit("/", 1)[-1].removesuffix(".json")
@@ -195,6 +200,10 @@ class JobStore:
         """Items with neither a result nor a failure: the ones a reconcile step re-queues."""
         finished = self.outcome_ids(job)
         return [i for i in self.item_ids(job) if i not in finished]
+
+    def dataset_ready(self, job: JobRecord) -> bool:
+        """True once the job's dataset is written (every item has an outcome and the job is closed)."""
+        return self.store.exists(JobKeys(job.tenant, job.id).manifest)
 
     def outputs(self, job: JobRecord) -> PrefixedStore:
         """The job's output store, in the layout of ``mfpo generate``."""

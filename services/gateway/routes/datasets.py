@@ -31,7 +31,7 @@ class DatasetFormat(str, Enum):
 
 def _materialize(jobs: JobStore, job: JobRecord, folder: Path) -> None:
     """Copy the dataset and the images it references into ``folder`` (the layout exporters read)."""
-    (folder / "dataset.jsonl").write_bytes(jobs.store.get(f"{JobKeys(job.tenant, job.id).dataset}/dataset.jsonl"))
+    (folder / "dataset.jsonl").write_bytes(jobs.store.get(JobKeys(job.tenant, job.id).manifest))
     outputs = jobs.outputs(job)
     for record in read_dataset(folder):
         for rel in (record.image, record.rejected_image, record.mask):
@@ -45,13 +45,13 @@ def _materialize(jobs: JobStore, job: JobRecord, folder: Path) -> None:
 def get_dataset(job: JobDep, jobs: JobStoreDep, format: DatasetFormat = DatasetFormat.jsonl) -> Response:
     """The dataset once the job is finished (409 before). jsonl/parquet: the manifest (image paths relative
     to the job's outputs, fetch them through the item URLs); trl: a self-contained Parquet with image bytes."""
-    root = JobKeys(job.tenant, job.id).dataset
-    if not jobs.store.exists(f"{root}/dataset.jsonl"):
+    keys = JobKeys(job.tenant, job.id)
+    if not jobs.dataset_ready(job):
         raise HTTPException(409, f"job {job.id} is not finished: close it and wait until every item is done")
     if format is DatasetFormat.jsonl:
-        return Response(jobs.store.get(f"{root}/dataset.jsonl"), media_type="application/x-ndjson")
+        return Response(jobs.store.get(keys.manifest), media_type="application/x-ndjson")
     if format is DatasetFormat.parquet:
-        return Response(jobs.store.get(f"{root}/dataset.parquet"), media_type="application/vnd.apache.parquet")
+        return Response(jobs.store.get(f"{keys.dataset}/dataset.parquet"), media_type="application/vnd.apache.parquet")
     folder = Path(tempfile.mkdtemp(prefix="mfpo-export-"))
     try:
         _materialize(jobs, job, folder)
@@ -73,8 +73,7 @@ def get_gallery(job: JobDep, jobs: JobStoreDep, page: int = 1) -> HTMLResponse:
     """The job's gallery (original, rejected image and mask per item; presigned image URLs), 100 per page."""
     if page < 1:
         raise HTTPException(422, "page starts at 1")
-    root = JobKeys(job.tenant, job.id).dataset
-    if not jobs.store.exists(f"{root}/dataset.jsonl"):
+    if not jobs.dataset_ready(job):
         raise HTTPException(409, f"job {job.id} is not finished: close it and wait until every item is done")
     data = collect_dataset(jobs, job)
     outputs = jobs.outputs(job)

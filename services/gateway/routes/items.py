@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -78,7 +79,5 @@ def get_item(item_id: str, job: JobDep, jobs: JobStoreDep) -> ItemPublic:
     if outcome.status == "failed":
         return ItemPublic(id=item_id, status="failed", failure=outcome.failure)
     assert outcome.record_key is not None
-    import json
-
     record = json.loads(jobs.outputs(job).get(outcome.record_key))
     return ItemPublic(id=item_id, status="done", record=_with_urls(record, jobs, job))

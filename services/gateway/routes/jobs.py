@@ -50,7 +50,7 @@ def public(job: JobRecord, jobs: JobStore) -> JobPublic:
     remaining = counts["submitted"] - finished
     if job.closed_at is None:
         state = "open"
-    elif remaining == 0 and jobs.store.exists(f"tenants/{job.tenant}/jobs/{job.id}/dataset/dataset.jsonl"):
+    elif remaining == 0 and jobs.dataset_ready(job):
         state = "finished"
     else:
         state = "processing"
