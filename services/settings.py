@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MFPO_", extra="ignore")
 
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Celery broker (Redis) URL.")
+    redis_password: SecretStr = Field(
+        default=SecretStr(""),
+        description="Redis password, put into redis_url (URL-quoted) when the URL has none: keeps the URL non-secret.",
+    )
     queue_prefix: str = Field(
         default="",
         pattern=r"^[A-Za-z0-9_.-]*$",
@@ -58,9 +63,23 @@ class Settings(BaseSettings):
     reconcile_interval_s: int = Field(
         default=600, ge=10, description="Period of the beat task that re-queues unfinished items of closed jobs."
     )
+    beat_schedule_file: Path | None = Field(
+        default=None,
+        description="Celery beat's schedule file (default: in the temp folder, so a read-only root filesystem works).",
+    )
     grounding_model: str | None = Field(default=None, description="GroundingDINO/OWLv2 folder for gpu workers.")
     sam_checkpoint: str | None = Field(default=None, description="SAM checkpoint for gpu workers.")
     sam_type: str = Field(default="vit_h", description="Architecture of sam_checkpoint.")
+
+    def broker_url(self) -> str:
+        """``redis_url`` with ``redis_password`` in it (URL-quoted), unless the URL already names a password."""
+        password = self.redis_password.get_secret_value()
+        parts = urlsplit(self.redis_url)
+        if not password or parts.password is not None:
+            return self.redis_url
+        user, _, host = parts.netloc.rpartition("@")  # user is already URL-quoted in the URL
+        netloc = f"{user}:{quote(password, safe='')}@{host}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
     def tenant_keys(self) -> dict[str, str]:
         """API key -> tenant, from ``api_keys`` and ``api_keys_file``; malformed entries are an error."""

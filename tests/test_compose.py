@@ -433,3 +433,14 @@ def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
     # what the images need stays in
     for needed in ("mfpo", "services", "worker", "pyproject.toml", "README.md"):
         assert needed not in patterns, needed
+
+
+def test_the_regions_stage_is_routed_to_gpu_workers_only_when_models_are_set() -> None:
+    """The gateway and CPU workers decide the regions queue from the model paths (never loading them): they
+    see the same variables as the GPU worker, empty by default, so a stack without models stays on the cpu."""
+    services = _services()
+    for name in ("gateway", "worker-cpu"):
+        env = services[name]["environment"]
+        for var in ("MFPO_GROUNDING_MODEL", "MFPO_SAM_CHECKPOINT"):
+            match = INTERPOLATION.match(str(env[var]))
+            assert match and match["name"] == var and match["default"] == "", (name, var)

@@ -9,14 +9,25 @@ task) redelivers a task whose worker vanished without a word.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from celery import Celery
 
 from services.settings import Settings, get_settings
 from worker.client import CPU_QUEUE
 
 
+def beat_schedule_file(settings: Settings) -> Path:
+    """Where celery beat keeps its schedule: the setting, else the temp folder (the working directory of a
+    container with a read-only root filesystem is not writable)."""
+    if settings.beat_schedule_file is not None:
+        return settings.beat_schedule_file
+    return Path(tempfile.gettempdir()) / f"mfpo-celerybeat-{settings.queue_prefix or 'default'}"
+
+
 def create_celery(settings: Settings) -> Celery:
-    app = Celery("mfpo", broker=settings.redis_url, include=["worker.tasks"])
+    app = Celery("mfpo", broker=settings.broker_url(), include=["worker.tasks"])
     cpu = f"{settings.queue_prefix}{CPU_QUEUE}"
     app.conf.update(
         mfpo_queue_prefix=settings.queue_prefix,
@@ -31,6 +42,7 @@ def create_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         task_track_started=False,
+        beat_schedule_filename=str(beat_schedule_file(settings)),
         beat_schedule={
             "reconcile-unfinished-jobs": {
                 "task": "mfpo.reconcile_unfinished",

@@ -28,3 +28,13 @@ def worker(
     argv = ["worker", "-Q", queue_names, "-c", str(concurrency), "--pool", "prefork", "-l", "INFO",
             "--without-gossip", "--without-mingle"]
     celery_app.worker_main([*argv, "-B"] if beat else argv)
+
+
+def beat() -> None:
+    """Run the scheduler of the periodic reconcile alone (Celery beat): exactly one per deployment.
+
+    The alternative to ``mfpo worker --beat`` where workers scale (to zero, too) and the schedule must not.
+    """
+    from worker.app import celery_app
+
+    celery_app.start(["beat", "-l", "INFO"])

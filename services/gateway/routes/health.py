@@ -24,7 +24,7 @@ def readyz(settings: SettingsDep, jobs: JobStoreDep) -> JSONResponse:
 
     checks: dict[str, str] = {}
     try:
-        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2).ping()
+        redis.Redis.from_url(settings.broker_url(), socket_connect_timeout=2, socket_timeout=2).ping()
         checks["redis"] = "ok"
     except redis.RedisError as exc:
         checks["redis"] = f"unavailable: {type(exc).__name__}"

@@ -1,0 +1,99 @@
+"""What a cluster deployment of the workers relies on (helm/mfpo): the Redis password kept out of the
+broker URL, and ``mfpo beat`` alone, with its schedule file outside a read-only working directory.
+
+Real parts: a private ``redis-server`` that wants a password, an ``mfpo beat`` process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from support.platform import REPO, wait_for
+from support.s3_server import free_port
+
+from services.settings import Settings
+
+PASSWORD = "p@ss:w/rd #1"  # characters that must be URL-quoted
+
+
+@pytest.mark.parametrize(
+    ("url", "password", "expected"),
+    [
+        ("redis://redis:6379/0", "", "redis://redis:6379/0"),
+        ("redis://redis:6379/0", PASSWORD, "redis://:p%40ss%3Aw%2Frd%20%231@redis:6379/0"),
+        ("rediss://default@redis:6380/2", "pw", "rediss://default:pw@redis:6380/2"),
+        ("redis://:inline@redis:6379/0", "other", "redis://:inline@redis:6379/0"),  # the URL's own password wins
+    ],
+)
+def test_broker_url_puts_the_password_in_quoted(url: str, password: str, expected: str) -> None:
+    assert Settings(redis_url=url, redis_password=password).broker_url() == expected
+
+
+def test_the_redis_password_is_not_shown_by_the_settings() -> None:
+    settings = Settings(redis_url="redis://redis:6379/0", redis_password=PASSWORD)
+    assert PASSWORD not in repr(settings) and PASSWORD not in str(settings.model_dump())
+
+
+@pytest.fixture
+def redis_with_password(tmp_path: Path):  # type: ignore[no-untyped-def]
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (scripts/test-services.sh installs it)")
+    import redis
+
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path), "--requirepass", PASSWORD],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    client = redis.Redis(port=port, password=PASSWORD, socket_connect_timeout=1)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    try:
+        wait_for(answers, 20, "redis-server to start")
+        yield port, client
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def test_beat_alone_sends_the_reconcile_through_a_password_protected_redis(redis_with_password, tmp_path: Path):
+    """``mfpo beat`` with MFPO_REDIS_PASSWORD (URL without it), TMPDIR as the only writable place: the
+    reconcile task lands on the deployment's cpu queue and the schedule file is in TMPDIR."""
+    import redis
+
+    port, client = redis_with_password
+    with pytest.raises(redis.AuthenticationError):  # the URL alone is refused
+        redis.Redis(port=port, socket_connect_timeout=1).ping()
+    prefix = f"t{uuid.uuid4().hex[:8]}-"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "MFPO_REDIS_URL": f"redis://127.0.0.1:{port}/0", "MFPO_REDIS_PASSWORD": PASSWORD,
+           "MFPO_QUEUE_PREFIX": prefix, "MFPO_RECONCILE_INTERVAL_S": "10", "TMPDIR": str(scratch)}
+    log = tmp_path / "beat.log"
+    with log.open("wb") as out:
+        beat = subprocess.Popen([str(Path(sys.executable).parent / "mfpo"), "beat"], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: client.llen(f"{prefix}cpu") > 0, 40, "the beat's reconcile task on the cpu queue",
+                 diagnostics=lambda: log.read_text(errors="replace")[-3000:])
+    finally:
+        beat.terminate()
+        beat.wait(timeout=20)
+    import json
+
+    message = json.loads(client.lindex(f"{prefix}cpu", 0))
+    assert message["headers"]["task"] == "mfpo.reconcile_unfinished"
+    assert list(scratch.glob(f"mfpo-celerybeat-{prefix}*")), "the schedule file belongs in TMPDIR"
+    assert not list(REPO.glob("celerybeat-schedule*")) and not list(REPO.glob("mfpo-celerybeat-*"))
+    assert PASSWORD not in log.read_text(errors="replace")
