@@ -29,7 +29,7 @@ services:
 	bash scripts/test-services.sh
 
 test: install services
-	$(VENV)/bin/ruff check mfpo services worker trainer tests bench
+	$(VENV)/bin/ruff check mfpo services worker trainer tests bench scripts
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
