@@ -57,12 +57,13 @@ class CeleryWorker:
     env: dict[str, str]
     queues: str = "cpu,gpu"
     concurrency: int = 2
+    command_prefix: list[str] = field(default_factory=list)  # e.g. a sandbox the command runs in
     process: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="celery-", suffix=".log")[1]))
 
     def start(self) -> CeleryWorker:
         mfpo = str(Path(sys.executable).parent / "mfpo")
-        cmd = [mfpo, "worker", "--queues", self.queues, "--concurrency", str(self.concurrency)]
+        cmd = [*self.command_prefix, mfpo, "worker", "--queues", self.queues, "--concurrency", str(self.concurrency)]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
@@ -124,6 +125,7 @@ class Gateway:
 
     env: dict[str, str]
     port: int = 0
+    command_prefix: list[str] = field(default_factory=list)  # e.g. a sandbox the command runs in
     process: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="gateway-", suffix=".log")[1]))
 
@@ -139,7 +141,8 @@ class Gateway:
         self.port = free_port()
         mfpo = str(Path(sys.executable).parent / "mfpo")
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([mfpo, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            self.process = subprocess.Popen([*self.command_prefix, mfpo, "serve", "--host", "127.0.0.1",
+                                             "--port", str(self.port)],
                                             cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
 
