@@ -7,6 +7,7 @@ trainer's command line against the values, KEDA on the right queue, the values s
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import re
@@ -625,3 +626,39 @@ def _schema_sections(schema: dict[str, Any], prefix: str = "") -> Iterator[str]:
             continue
         yield path
         yield from _schema_sections(sub, path)
+
+
+# -- the README's commands ------------------------------------------------------------------------
+
+
+def _readme_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Deploy on Kubernetes")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_the_readme_values_and_training_command_render() -> None:
+    """The GPU-cluster values and the `helm upgrade` of the README's Kubernetes section, as a user would run them."""
+    import shlex
+
+    section = _readme_section()
+    values = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, flags=re.DOTALL)[1])
+    command = re.search(r"```bash\n(helm upgrade .*?)\n```", section, flags=re.DOTALL)[1]
+    argv = shlex.split(command.replace("\\\n", " ").split("\nkubectl")[0])
+    for flag, value in itertools.pairwise(argv):
+        if flag == "--set":
+            values = merge(values, helm_python.parse_set_string(value))
+        elif flag == "--set-json":
+            values = merge(values, helm_python.parse_set_json(value))
+    docs = render(values)
+    validate_all(docs, KUBE_VERSIONS[-1])
+    (job,) = of_kind(docs, "Job")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert _flags(container["args"])["--dataset"].startswith("s3://team-mfpo/tenants/")
+    assert "--num_processes" in container["command"] and "8" in container["command"]
+    assert _train_config(docs)["beta"] == 0.1
+    assert {component(d) for d in of_kind(docs, "ScaledObject")} == {"worker-cpu", "worker-gpu"}
+    assert not of_kind(docs, "StatefulSet") or {component(d) for d in of_kind(docs, "StatefulSet")} == {"redis"}
+    with pytest.raises(helm_python.HelmValuesError, match="/trainer/config/beta"):  # why the README uses --set-json
+        chart().render(merge(values, helm_python.parse_set_string("trainer.config.beta=0.1")), name=RELEASE,
+                       namespace=NAMESPACE)
