@@ -229,7 +229,7 @@ def test_gpu_workers_land_on_gpu_nodes_with_models_and_route_the_regions_stage()
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
     container = spec["containers"][0]
     assert container["image"].endswith("-cuda")
-    assert container["command"] == ["mfpo", "worker", "--queues", "gpu", "--concurrency", "1"]
+    assert container["command"] == ["mfpo", "worker", "--queues", "gpu", "--gpus", "2"]  # a process per GPU
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "mfpo-weights", "readOnly": True}
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"

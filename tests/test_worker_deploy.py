@@ -97,3 +97,38 @@ def test_beat_alone_sends_the_reconcile_through_a_password_protected_redis(redis
     assert list(scratch.glob(f"mfpo-celerybeat-{prefix}*")), "the schedule file belongs in TMPDIR"
     assert not list(REPO.glob("celerybeat-schedule*")) and not list(REPO.glob("mfpo-celerybeat-*"))
     assert PASSWORD not in log.read_text(errors="replace")
+
+
+@pytest.mark.parametrize(
+    ("gpus", "visible", "index", "expected"),
+    [
+        ("0", None, 1, None),  # no pinning asked
+        ("2", None, 0, "0"),
+        ("2", None, 1, "1"),
+        ("2", None, 3, "1"),  # a replaced process keeps its index; wrap around anyway
+        ("2", "GPU-aa,GPU-bb", 1, "GPU-bb"),  # the GPUs already visible, e.g. UUIDs
+        ("1", "3", 0, "3"),
+    ],
+)
+def test_each_pool_process_takes_its_own_gpu(gpus: str, visible: str | None, index: int, expected: str | None) -> None:
+    from worker.gpus import GPUS_ENV, pin_gpu
+
+    environ = {GPUS_ENV: gpus, **({"CUDA_VISIBLE_DEVICES": visible} if visible else {})}
+    assert pin_gpu(index, environ) == expected
+    assert environ.get("CUDA_VISIBLE_DEVICES") == (expected if expected is not None else visible)
+
+
+def test_a_worker_with_two_gpus_runs_two_processes_on_different_gpus(tmp_path: Path) -> None:
+    """``mfpo worker --gpus 2``: two pool processes, which pin GPU 0 and GPU 1 at start (log lines)."""
+    from support.platform import CeleryWorker, platform_env, redis_url_for_tests, xdist_index
+
+    env = platform_env(redis_url_for_tests(6 + xdist_index()), {}, "unused")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    worker = CeleryWorker(env, queues="cpu", gpus=2).start()
+    try:
+        wait_for(lambda: "pool process 1 uses GPU 1" in worker.log(), 60, "both pool processes to pin a GPU",
+                 diagnostics=lambda: worker.log()[-3000:])
+        log = worker.log()
+        assert "pool process 0 uses GPU 0" in log and "concurrency: 2" in log
+    finally:
+        worker.stop()

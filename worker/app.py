@@ -14,6 +14,7 @@ from pathlib import Path
 
 from celery import Celery
 
+import worker.gpus  # noqa: F401  (connects each pool process's GPU pinning to worker_process_init)
 from services.settings import Settings, get_settings
 from worker.client import CPU_QUEUE
 
