@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     s3_bucket: str = Field(default="mfpo", description="Bucket of the platform's records.")
     s3_secure: bool = Field(default=True, description="HTTPS to the S3 endpoint.")
     s3_create_bucket: bool = Field(default=False, description="Create the bucket at start-up when missing.")
+    s3_public_endpoint: str | None = Field(
+        default=None, description="'host:port' of the store as clients reach it (presigned URLs); unset: s3_endpoint."
+    )
+    s3_public_secure: bool | None = Field(default=None, description="HTTPS on s3_public_endpoint (unset: s3_secure).")
     store_dir: Path = Field(default=Path("mfpo-store"), description="Local object store folder (no S3 endpoint).")
     api_keys: SecretStr = Field(
         default=SecretStr(""), description="API keys as 'tenant:key,tenant:key' (secret; never logged)."
@@ -107,6 +111,8 @@ class Settings(BaseSettings):
                     bucket=self.s3_bucket,
                     secure=self.s3_secure,
                     create_bucket=self.s3_create_bucket,
+                    public_endpoint=self.s3_public_endpoint or None,
+                    public_secure=self.s3_public_secure,
                 )
             )
         from mfpo.storage.local import LocalStore

@@ -84,6 +84,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "workerGpu": {"enabled": True, "keda": {"enabled": True}},
         "workerCpu": {"keda": {"enabled": True}},
         "flower": {"enabled": True},
+        "minio": {"ingress": {"enabled": True, "host": "s3.mfpo.example.com",
+                              "tls": [{"hosts": ["s3.mfpo.example.com"], "secretName": "s3-tls"}]}},
         "networkPolicy": {"enabled": True},
         "trainer": {"enabled": True, "dataset": DATASET, "gpus": 2},
     },
@@ -662,3 +664,21 @@ def test_the_readme_values_and_training_command_render() -> None:
     with pytest.raises(helm_python.HelmValuesError, match="/trainer/config/beta"):  # why the README uses --set-json
         chart().render(merge(values, helm_python.parse_set_string("trainer.config.beta=0.1")), name=RELEASE,
                        namespace=NAMESPACE)
+
+
+def test_presigned_urls_name_an_address_clients_reach() -> None:
+    """Item and gallery images are presigned URLs: on a cluster they must name MinIO's Ingress (or the given
+    public endpoint), not the in-cluster Service."""
+    docs = render(SCENARIOS["everything"])
+    settings = named(docs, "ConfigMap", f"{FULLNAME}-settings")["data"]
+    assert settings["MFPO_S3_PUBLIC_ENDPOINT"] == "s3.mfpo.example.com" and settings["MFPO_S3_PUBLIC_SECURE"] == "true"
+    ingress = named(docs, "Ingress", f"{FULLNAME}-minio")
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert ingress["spec"]["rules"][0]["host"] == "s3.mfpo.example.com"
+    assert backend == {"name": f"{FULLNAME}-minio", "port": {"name": "s3"}}
+    assert "MFPO_S3_PUBLIC_ENDPOINT" not in named(render({}), "ConfigMap", f"{FULLNAME}-settings")["data"]
+    external = render({**SCENARIOS["external-storage-and-broker"],
+                       "objectStore": {**SCENARIOS["external-storage-and-broker"]["objectStore"],
+                                       "publicEndpoint": "cdn.example.com:8443", "publicSecure": True}})
+    settings = named(external, "ConfigMap", f"{FULLNAME}-settings")["data"]
+    assert settings["MFPO_S3_PUBLIC_ENDPOINT"] == "cdn.example.com:8443"

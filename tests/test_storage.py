@@ -285,3 +285,26 @@ def test_open_store_errors_are_clear() -> None:
         open_store("gs://bucket/p")
     with pytest.raises(ValueError, match="names host"):
         open_store("file://server/share")
+
+
+def test_s3_presigned_urls_name_the_public_endpoint(s3_server: S3Server) -> None:
+    """Behind an ingress (here a TCP proxy) the store's URLs name the address clients reach it at; presigning
+    sends no request (it works while that address is down), and the URL then serves the bytes."""
+    from support.proxy import tcp_proxy
+
+    bucket = new_bucket()
+    with tcp_proxy(s3_server.endpoint) as proxy:
+        config = s3_server.config(bucket, create_bucket=True).model_copy(
+            update={"public_endpoint": proxy.endpoint, "public_secure": False})
+        store = S3Store(config)
+        store.put("rejected/r1.png", BINARY, content_type="image/png")
+        proxy.set_down(True)
+        url = store.url("rejected/r1.png", expires=timedelta(minutes=5))
+        assert url.startswith(f"http://{proxy.endpoint}/{bucket}/rejected/r1.png?")
+        proxy.set_down(False)
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.read() == BINARY
+    secure = S3Config(public_endpoint="s3.example.com", secure=False)
+    assert secure.public_secure is None  # follows `secure` unless given
+    with pytest.raises(ValueError, match="host:port"):
+        S3Config(public_endpoint="https://s3.example.com")

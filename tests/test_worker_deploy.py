@@ -132,3 +132,19 @@ def test_a_worker_with_two_gpus_runs_two_processes_on_different_gpus(tmp_path: P
         assert "pool process 0 uses GPU 0" in log and "concurrency: 2" in log
     finally:
         worker.stop()
+
+
+def test_the_platforms_presigned_urls_use_the_public_endpoint() -> None:
+    """MFPO_S3_PUBLIC_ENDPOINT / _SECURE (the chart sets them from MinIO's Ingress) reach the store's URLs."""
+    from support.s3_server import running_s3_server
+
+    with running_s3_server() as s3:
+        env = s3.env()
+        settings = Settings(s3_endpoint=env["MFPO_S3_ENDPOINT"], s3_access_key=env["MFPO_S3_ACCESS_KEY"],
+                            s3_secret_key=env["MFPO_S3_SECRET_KEY"], s3_secure=False, s3_bucket="pub-urls",
+                            s3_create_bucket=True, s3_public_endpoint="s3.mfpo.example.com", s3_public_secure=True)
+        store = settings.open_store()
+        store.put("a.png", b"x")
+        assert store.url("a.png").startswith("https://s3.mfpo.example.com/pub-urls/a.png?")
+        plain = Settings(**{**settings.model_dump(), "s3_public_endpoint": None}).open_store()
+        assert plain.url("a.png").startswith(f"http://{env['MFPO_S3_ENDPOINT']}/pub-urls/a.png?")

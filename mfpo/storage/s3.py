@@ -69,6 +69,14 @@ class S3Config(ComponentConfig):
     create_bucket: bool = Field(
         default=False, description="Create the bucket when it does not exist instead of raising an error."
     )
+    public_endpoint: str | None = Field(
+        default=None,
+        description="'host:port' clients reach the store at, for presigned URLs (e.g. MinIO behind an ingress); "
+        "None: the endpoint. The proxy in front must pass the Host header on.",
+    )
+    public_secure: bool | None = Field(
+        default=None, description="HTTPS in presigned URLs of the public endpoint; None: same as 'secure'."
+    )
     connect_timeout_s: float = Field(default=3.0, gt=0, description="Seconds to wait for a TCP connection.")
     read_timeout_s: float = Field(default=30.0, gt=0, description="Seconds to wait for response data.")
     max_retries: int = Field(
@@ -84,9 +92,11 @@ class S3Config(ComponentConfig):
     )
     pool_size: int = Field(default=10, ge=1, description="Maximum pooled HTTP connections to the endpoint.")
 
-    @field_validator("endpoint")
+    @field_validator("endpoint", "public_endpoint")
     @classmethod
-    def _check_endpoint(cls, value: str) -> str:
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         if "://" in value or "/" in value or not value:
             raise ValueError(
                 f"endpoint must be 'host:port' without scheme or path, got {value!r}; "
@@ -185,6 +195,16 @@ class S3Store(ObjectStore):
             region=config.region or None,
             http_client=make_http_client(config),
         )
+        self.url_client = self.client
+        if config.public_endpoint:
+            # Presigning is local computation when the region is known: this client never sends a request.
+            self.url_client = Minio(
+                config.public_endpoint,
+                access_key=config.access_key or None,
+                secret_key=config.secret_key.get_secret_value() or None,
+                secure=config.secure if config.public_secure is None else config.public_secure,
+                region=config.region or "us-east-1",
+            )
         self._prefix = f"{config.prefix}/" if config.prefix else ""
         self._ensure_bucket()
 
@@ -271,9 +291,9 @@ class S3Store(ObjectStore):
             self.client.remove_object(self.bucket, name)
 
     def url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
-        """A presigned ``GET`` URL valid for ``expires`` (1 second to 7 days)."""
+        """A presigned ``GET`` URL valid for ``expires`` (1 second to 7 days), on the public endpoint if set."""
         name = self.object_name(key)
         if not timedelta(seconds=1) <= expires <= timedelta(days=7):
             raise ValueError(f"presigned URL expiry must be between 1 second and 7 days, got {expires}")
         with self._translate(f"presign {key!r}"):
-            return self.client.presigned_get_object(self.bucket, name, expires=expires)
+            return self.url_client.presigned_get_object(self.bucket, name, expires=expires)

@@ -195,6 +195,23 @@ Endpoints
 {{- end -}}
 {{- end -}}
 
+{{/* Where clients fetch objects (presigned URLs): objectStore.publicEndpoint, else MinIO's Ingress host, else none */}}
+{{- define "mfpo.s3PublicEndpoint" -}}
+{{- if .Values.objectStore.publicEndpoint -}}
+{{- .Values.objectStore.publicEndpoint -}}
+{{- else if and .Values.minio.enabled .Values.minio.ingress.enabled -}}
+{{- .Values.minio.ingress.host -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mfpo.s3PublicSecure" -}}
+{{- if .Values.objectStore.publicEndpoint -}}
+{{- .Values.objectStore.publicSecure | toString -}}
+{{- else -}}
+{{- ne (len .Values.minio.ingress.tls) 0 | toString -}}
+{{- end -}}
+{{- end -}}
+
 {{/* ---------------------------------------------------------------------------------------
 Pieces of the mfpo pods
 --------------------------------------------------------------------------------------- */}}
