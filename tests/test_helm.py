@@ -682,3 +682,19 @@ def test_presigned_urls_name_an_address_clients_reach() -> None:
                                        "publicEndpoint": "cdn.example.com:8443", "publicSecure": True}})
     settings = named(external, "ConfigMap", f"{FULLNAME}-settings")["data"]
     assert settings["MFPO_S3_PUBLIC_ENDPOINT"] == "cdn.example.com:8443"
+
+
+def test_the_chart_matches_the_package_and_its_images() -> None:
+    """appVersion is the package's version (image tags default to it); the paths the chart runs exist in the
+    images: /app is the build context minus .dockerignore, so configs/accelerate must not be ignored."""
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert chart().metadata["appVersion"] == version
+    ignored = [line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    assert not {"configs", "configs/accelerate"} & set(ignored)
+    for dockerfile in ("Dockerfile", "Dockerfile.cuda"):
+        text = (ROOT / "docker" / dockerfile).read_text()
+        assert "COPY --from=build /src /app" in text and "USER 10001:10001" in text, dockerfile
+    assert chart().values["podSecurityContext"]["runAsUser"] == 10001
