@@ -381,6 +381,7 @@ def values_schema() -> Schema:
                     }
                 ),
                 "pdb": obj({"enabled": boolean(), "minAvailable": {"type": ["integer", "string"], "minimum": 0}}),
+                "metrics": obj({"scrapeAnnotations": boolean("Prometheus scrape annotations for GET /metrics")}),
                 **pod_metadata(),
                 **scheduling(),
                 "topologySpreadConstraints": object_list("Topology spread constraints"),

@@ -143,6 +143,8 @@ def pod_templates(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, A
         label = f"{doc['kind']}/{doc['metadata']['name']}"
         if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
             yield label, doc["spec"]["template"]
+        elif doc["kind"] == "Pod":  # the `helm test` pod
+            yield label, doc
         elif doc["kind"] == "PyTorchJob":
             for replica, spec in doc["spec"]["pytorchReplicaSpecs"].items():
                 yield f"{label}/{replica}", spec["template"]
@@ -698,3 +700,13 @@ def test_the_chart_matches_the_package_and_its_images() -> None:
         text = (ROOT / "docker" / dockerfile).read_text()
         assert "COPY --from=build /src /app" in text and "USER 10001:10001" in text, dockerfile
     assert chart().values["podSecurityContext"]["runAsUser"] == 10001
+
+
+def test_helm_test_checks_readiness_through_the_service_and_prometheus_finds_the_metrics() -> None:
+    docs = render({})
+    (pod,) = of_kind(docs, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = pod["spec"]["containers"][0]["command"][-1]
+    assert f"http://{FULLNAME}-gateway:80/readyz" in script
+    annotations = named(docs, "Deployment", f"{FULLNAME}-gateway")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/path"] == "/metrics" and annotations["prometheus.io/port"] == "8000"
