@@ -300,12 +300,15 @@ def test_existing_secrets_are_used_and_no_chart_secret_is_made() -> None:
     docs = render(SCENARIOS["external-storage-and-broker"])
     assert not of_kind(docs, "Secret") and not of_kind(docs, "StatefulSet")
     gateway = named(docs, "Deployment", f"{FULLNAME}-gateway")["spec"]["template"]["spec"]
-    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in gateway["containers"][0]["env"]}
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in gateway["containers"][0]["env"] if "valueFrom" in e}
     assert env["MFPO_S3_ACCESS_KEY"] == {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"}
     assert env["MFPO_S3_SECRET_KEY"] == {"name": "s3-creds", "key": "AWS_SECRET_ACCESS_KEY"}
     assert env["MFPO_REDIS_PASSWORD"] == {"name": "redis-creds", "key": "password"}
     keys = next(v for v in gateway["volumes"] if v["name"] == "api-keys")["secret"]
     assert keys == {"secretName": "mfpo-api-keys", "items": [{"key": "keys", "path": "api-keys"}]}
+    mount = next(m for m in gateway["containers"][0]["volumeMounts"] if m["name"] == "api-keys")
+    keys_file = next(e["value"] for e in gateway["containers"][0]["env"] if e["name"] == "MFPO_API_KEYS_FILE")
+    assert keys_file == f"{mount['mountPath']}/api-keys" and mount["readOnly"] is True
     settings = named(docs, "ConfigMap", f"{FULLNAME}-settings")["data"]
     assert settings["MFPO_S3_ENDPOINT"] == "s3.eu-west-1.amazonaws.com" and settings["MFPO_S3_SECURE"] == "true"
     assert settings["MFPO_S3_BUCKET"] == "team-mfpo" and settings["MFPO_S3_CREATE_BUCKET"] == "false"
@@ -342,7 +345,7 @@ def test_the_pods_settings_are_what_the_platform_reads(scenario: str, monkeypatc
             monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("MFPO_API_KEYS_FILE")  # a mounted file in the pod
+    monkeypatch.delenv("MFPO_API_KEYS_FILE", raising=False)  # a mounted file in the gateway pod
     settings = Settings()
     services = {d["metadata"]["name"] for d in of_kind(docs, "Service")}
     host = settings.redis_url.split("://", 1)[1].split(":", 1)[0]

@@ -70,7 +70,6 @@ def sandboxed_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
                # the test's endpoints instead of the in-cluster ones; keys by variable instead of a mounted file
                "MFPO_REDIS_URL": redis_url, "MFPO_S3_BUCKET": bucket, "MFPO_QUEUE_PREFIX": f"ro{uuid.uuid4().hex[:8]}-",
                "MFPO_API_KEYS": f"acme:{KEY}", "MFPO_RECONCILE_INTERVAL_S": "10", "OMP_NUM_THREADS": "1"}
-        env.pop("MFPO_API_KEYS_FILE")
         assert env["HOME"] == "/tmp" and env["PYTHONDONTWRITEBYTECODE"] == "1"
         gateway = Gateway(env, command_prefix=READ_ONLY_ROOT).start(timeout_s=120)
         worker = CeleryWorker(env, queues="cpu", concurrency=1, command_prefix=READ_ONLY_ROOT).start()
