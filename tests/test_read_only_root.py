@@ -13,6 +13,7 @@ import base64
 import io
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -31,8 +32,17 @@ from mfpo.synth import SynthConfig, generate_scenes
 helm_python = pytest.importorskip("helm_python")
 
 # Inside a private mount namespace: /tmp a new tmpfs, then / (and everything on it) read-only, then the command.
-SANDBOX_SCRIPT = ('mount --make-rprivate / && mount -t tmpfs -o size=1g,mode=1777 tmpfs /tmp '
-                  '&& mount -o remount,bind,ro / && exec "$@"')
+# The checkout (with its venv) stays where it is, read-only, also when it lies under /tmp (a CI clone may).
+SANDBOX_SCRIPT = f"""set -e
+repo={shlex.quote(str(REPO))}
+mount --make-rprivate /
+mkdir -p /mnt/mfpo-checkout && mount --bind "$repo" /mnt/mfpo-checkout
+mount -t tmpfs -o size=1g,mode=1777 tmpfs /tmp
+mkdir -p "$repo" && mount --bind /mnt/mfpo-checkout "$repo"
+mount -o remount,bind,ro /
+mount -o remount,bind,ro "$repo"
+exec "$@"
+"""
 READ_ONLY_ROOT = ["unshare", "--mount", "--", "sh", "-c", SANDBOX_SCRIPT, "read-only-root"]
 KEY = "ro-tenant-key-0001"
 
@@ -42,8 +52,9 @@ def _sandbox_or_skip() -> None:
     if shutil.which("unshare") is None:
         reason = "unshare is not installed"
     else:
-        probe = subprocess.run([*READ_ONLY_ROOT, "sh", "-c", f"touch /tmp/ok && ! touch {REPO}/.ro-probe 2>/dev/null"],
-                               capture_output=True, text=True)
+        repo = shlex.quote(str(REPO))
+        check = f"touch /tmp/ok && ! touch {repo}/.ro-probe 2>/dev/null && ! touch /.ro-probe 2>/dev/null"
+        probe = subprocess.run([*READ_ONLY_ROOT, "sh", "-c", check], capture_output=True, text=True)
         if probe.returncode != 0:
             reason = f"cannot make a read-only mount namespace here: {probe.stderr.strip()[:200]}"
         (REPO / ".ro-probe").unlink(missing_ok=True)
