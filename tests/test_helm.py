@@ -713,3 +713,23 @@ def test_helm_test_checks_readiness_through_the_service_and_prometheus_finds_the
     assert f"http://{FULLNAME}-gateway:80/readyz" in script
     annotations = named(docs, "Deployment", f"{FULLNAME}-gateway")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/path"] == "/metrics" and annotations["prometheus.io/port"] == "8000"
+
+
+def test_keda_reads_an_external_redis_with_an_acl_user() -> None:
+    import base64
+
+    values = {**SCENARIOS["external-storage-and-broker"], **MODELS,
+              "externalRedis": {**SCENARIOS["external-storage-and-broker"]["externalRedis"], "username": "mfpo-queues"},
+              "workerGpu": {"enabled": True, "keda": {"enabled": True}}}
+    docs = render(values)
+    validate_all(docs, KUBE_VERSIONS[-1])
+    (auth,) = of_kind(docs, "TriggerAuthentication")
+    refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    assert refs == {"password": ("redis-creds", "password"), "username": (FULLNAME, "redis-username")}
+    assert base64.b64decode(named(docs, "Secret", FULLNAME)["data"]["redis-username"]).decode() == "mfpo-queues"
+    (scaled,) = of_kind(docs, "ScaledObject")
+    metadata = scaled["spec"]["triggers"][0]["metadata"]
+    assert metadata["address"] == "redis.infra.svc:6380" and metadata["enableTLS"] == "true"
+    assert metadata["databaseIndex"] == "3"
+    settings = named(docs, "ConfigMap", f"{FULLNAME}-settings")["data"]
+    assert settings["MFPO_REDIS_URL"] == "rediss://mfpo-queues@redis.infra.svc:6380/3"

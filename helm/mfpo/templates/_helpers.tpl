@@ -115,6 +115,11 @@ Secrets: names and keys (the chart's Secret, or the user's existing ones)
 {{- ternary .Values.objectStore.existingSecretSecretKeyKey "s3-secret-key" (ne .Values.objectStore.existingSecret "") -}}
 {{- end -}}
 
+{{/* "true" when a KEDA ScaledObject is rendered */}}
+{{- define "mfpo.kedaEnabled" -}}
+{{- or .Values.workerCpu.keda.enabled (and .Values.workerGpu.enabled .Values.workerGpu.keda.enabled) | toString -}}
+{{- end -}}
+
 {{/* Whether the pods get a Redis password at all */}}
 {{- define "mfpo.redisHasPassword" -}}
 {{- if .Values.redis.enabled -}}

@@ -139,7 +139,7 @@ spec:
         listName: {{ printf "%s%s" $ctx.Values.settings.queuePrefix .queue | quote }}
         listLength: {{ .keda.listLength | toString | quote }}
         activationListLength: {{ .keda.activationListLength | toString | quote }}
-      {{- if include "mfpo.redisHasPassword" $ctx }}
+      {{- if or (include "mfpo.redisHasPassword" $ctx) (and (not $ctx.Values.redis.enabled) $ctx.Values.externalRedis.username) }}
       authenticationRef:
         name: {{ include "mfpo.componentName" (dict "ctx" $ctx "component" "redis-auth") }}
       {{- end }}
