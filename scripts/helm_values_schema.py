@@ -139,6 +139,19 @@ def probe(description: str) -> Schema:
     )
 
 
+def ping_probe(description: str) -> Schema:
+    return obj(
+        {
+            "enabled": boolean("Restart a worker that stops answering a Celery ping"),
+            "initialDelaySeconds": integer(),
+            "periodSeconds": integer(minimum=1),
+            "timeoutSeconds": integer(minimum=1),
+            "failureThreshold": integer(minimum=1),
+        },
+        description,
+    )
+
+
 def keda(description: str) -> Schema:
     return obj(
         {
@@ -395,6 +408,7 @@ def values_schema() -> Schema:
                 "resources": resources(),
                 "tmpSizeLimit": SIZE,
                 "terminationGracePeriodSeconds": integer(),
+                "livenessProbe": ping_probe("Celery ping of the CPU workers"),
                 "keda": keda("KEDA on the cpu queue"),
                 **pod_metadata(),
                 **scheduling(),
@@ -411,6 +425,7 @@ def values_schema() -> Schema:
                 "shmSizeLimit": SIZE,
                 "terminationGracePeriodSeconds": integer(),
                 **gpu_pod,
+                "livenessProbe": ping_probe("Celery ping of the GPU workers"),
                 "keda": keda("KEDA on the gpu queue"),
                 **pod_metadata(),
             },

@@ -393,6 +393,8 @@ def test_exactly_one_beat_and_workers_without_it() -> None:
     assert beat["spec"]["replicas"] == 1 and beat["spec"]["strategy"] == {"type": "Recreate"}
     assert container_of(docs, "Deployment", f"{FULLNAME}-beat")["command"] == ["mfpo", "beat"]
     worker = container_of(docs, "Deployment", f"{FULLNAME}-worker-cpu")
+    assert "inspect ping" in worker["livenessProbe"]["exec"]["command"][-1]  # run for real in test_worker_deploy
+    assert "livenessProbe" not in container_of(docs, "Deployment", f"{FULLNAME}-beat")
     assert "--beat" not in worker["command"] and named(docs, "Deployment", f"{FULLNAME}-worker-cpu")["spec"][
         "replicas"] == 5
 

@@ -148,3 +148,31 @@ def test_the_platforms_presigned_urls_use_the_public_endpoint() -> None:
         assert store.url("a.png").startswith("https://s3.mfpo.example.com/pub-urls/a.png?")
         plain = Settings(**{**settings.model_dump(), "s3_public_endpoint": None}).open_store()
         assert plain.url("a.png").startswith(f"http://{env['MFPO_S3_ENDPOINT']}/pub-urls/a.png?")
+
+
+def test_the_charts_worker_liveness_probe_pings_a_real_worker(tmp_path: Path) -> None:
+    """The exec probe of the chart's worker pods, run as the kubelet would (HOSTNAME = the pod's host name):
+    it succeeds against a running `mfpo worker` and fails once the worker is gone."""
+    import socket
+
+    helm_python = pytest.importorskip("helm_python")
+    from support.k8s import load_yaml_documents
+    from support.platform import CeleryWorker, platform_env, redis_url_for_tests, xdist_index
+
+    rendered = helm_python.Chart.load(str(REPO / "helm" / "mfpo")).render({}, name="mfpo", namespace="ml")
+    (deployment,) = load_yaml_documents(rendered["mfpo/templates/worker-cpu/deployment.yaml"])
+    probe = deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
+    command = probe["exec"]["command"]
+    env = platform_env(redis_url_for_tests(6 + xdist_index()), {}, "unused", HOSTNAME=socket.gethostname(),
+                       PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    worker = CeleryWorker(env, queues="cpu", concurrency=1).start()
+    try:
+        def answers() -> bool:
+            return subprocess.run(command, env=env, capture_output=True, timeout=60).returncode == 0
+
+        wait_for(answers, 60, "the probe to get the worker's pong", diagnostics=lambda: worker.log()[-3000:])
+    finally:
+        worker.stop()
+    failed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert failed.returncode != 0, failed.stdout
+    assert probe["timeoutSeconds"] > int(command[-1].rsplit(" ", 1)[-1])  # the kubelet waits longer than celery

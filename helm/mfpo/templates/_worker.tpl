@@ -67,6 +67,22 @@ spec:
             {{- include "mfpo.envFrom" $ctx | nindent 12 }}
           env:
             {{- include "mfpo.secretEnv" $ctx | nindent 12 }}
+          {{- with $cfg.livenessProbe }}
+          {{- if .enabled }}
+          # The worker's main process answers a remote-control ping through the broker, also while its pool
+          # processes run long tasks; no answer (a hung process, a lost broker connection) restarts the pod.
+          livenessProbe:
+            exec:
+              command:
+                - sh
+                - -c
+                - exec celery --app worker.app:celery_app inspect ping --destination "celery@$HOSTNAME" --timeout {{ .timeoutSeconds }}
+            initialDelaySeconds: {{ .initialDelaySeconds }}
+            periodSeconds: {{ .periodSeconds }}
+            timeoutSeconds: {{ add .timeoutSeconds 20 }}
+            failureThreshold: {{ .failureThreshold }}
+          {{- end }}
+          {{- end }}
           {{- if .gpu }}
           {{- include "mfpo.gpuResources" (dict "resources" $cfg.resources "gpus" $cfg.gpus) | nindent 10 }}
           {{- else }}
