@@ -127,29 +127,22 @@ def pod_metadata() -> dict[str, Schema]:
     return {"podAnnotations": string_map("Pod annotations"), "podLabels": string_map("Pod labels")}
 
 
+PROBE_TIMINGS: dict[str, Schema] = {
+    "initialDelaySeconds": integer(),
+    "periodSeconds": integer(minimum=1),
+    "timeoutSeconds": integer(minimum=1),
+    "failureThreshold": integer(minimum=1),
+}
+
+
 def probe(description: str) -> Schema:
-    return obj(
-        {
-            "initialDelaySeconds": integer(),
-            "periodSeconds": integer(minimum=1),
-            "timeoutSeconds": integer(minimum=1),
-            "failureThreshold": integer(minimum=1),
-        },
-        description,
-    )
+    return obj(PROBE_TIMINGS, description)
 
 
 def ping_probe(description: str) -> Schema:
-    return obj(
-        {
-            "enabled": boolean("Restart a worker that stops answering a Celery ping"),
-            "initialDelaySeconds": integer(),
-            "periodSeconds": integer(minimum=1),
-            "timeoutSeconds": integer(minimum=1),
-            "failureThreshold": integer(minimum=1),
-        },
-        description,
-    )
+    """A worker's liveness probe: the timings, and whether it is on."""
+    return obj({"enabled": boolean("Restart a worker that stops answering a Celery ping"), **PROBE_TIMINGS},
+               description)
 
 
 def keda(description: str) -> Schema:
