@@ -432,7 +432,6 @@ def values_schema() -> Schema:
         "flower": obj(
             {
                 "enabled": boolean(),
-                "image": image("Flower image"),
                 "port": integer(minimum=1, maximum=65535),
                 "resources": resources(),
             },

@@ -95,3 +95,42 @@ def test_sigkilled_worker_loses_nothing(platform, items):
         second.stop()
     ids = _dataset_ids(jobs, job)
     assert ids == [r["id"] for r in items] and len(set(ids)) == len(items)
+
+
+def test_a_stage_error_fails_the_item_but_transient_and_passthrough_errors_propagate(platform, items, monkeypatch):
+    """What every task does around its stage (worker.tasks._run_stage), on the real store: a bug or unforeseen
+    input ends the item `failed` with the reason; a transient store error propagates (Celery retries); so does
+    a pass-through error (perturb's lost regions output, which re-queues the regions stage)."""
+    import worker.tasks as tasks
+    from mfpo.jobs.stages import MissingStageOutput
+    from mfpo.storage.base import StoreUnavailable
+
+    jobs = JobStore(platform["store"])
+    monkeypatch.setattr(tasks, "job_store", lambda: jobs)
+    job = jobs.create_job("acme", "stage-errors", OPTIONS)
+    accept_item(jobs, job, items[0], 0)
+    item_id = items[0]["id"]
+    assert tasks._run_stage(job, item_id, "keywords", lambda: True) is True
+    assert jobs.get_outcome(job, item_id) is None
+
+    def bug() -> bool:
+        raise ZeroDivisionError("division by zero")
+
+    assert tasks._run_stage(job, item_id, "regions", bug) is False
+    outcome = jobs.get_outcome(job, item_id)
+    assert outcome is not None and outcome.status == "failed"
+    assert outcome.failure is not None and outcome.failure.stage == "regions"
+    assert "internal error in regions: ZeroDivisionError" in outcome.failure.reason
+
+    def store_down() -> bool:
+        raise StoreUnavailable("S3 endpoint unreachable")
+
+    def lost_output() -> bool:
+        raise MissingStageOutput("regions.npz")
+
+    with pytest.raises(StoreUnavailable):
+        tasks._run_stage(job, "other", "keywords", store_down)
+    with pytest.raises(MissingStageOutput):
+        tasks._run_stage(job, "other", "perturb", lost_output, passthrough=(MissingStageOutput,))
+    assert tasks._run_stage(job, "other", "perturb", lost_output) is False  # not passed through: a failure
+    assert jobs.get_outcome(job, "other").status == "failed"

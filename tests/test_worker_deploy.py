@@ -176,3 +176,45 @@ def test_the_charts_worker_liveness_probe_pings_a_real_worker(tmp_path: Path) ->
     failed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert failed.returncode != 0, failed.stdout
     assert probe["timeoutSeconds"] > int(command[-1].rsplit(" ", 1)[-1])  # the kubelet waits longer than celery
+
+
+def test_the_charts_flower_reads_the_queues_through_a_password_protected_redis(redis_with_password,
+                                                                               tmp_path: Path) -> None:
+    """Flower as the chart runs it (the platform's Celery app, password from MFPO_REDIS_PASSWORD) answers its
+    health check and lists the deployment's queue lengths, which it can only read once Redis let it in."""
+    import urllib.request
+
+    helm_python = pytest.importorskip("helm_python")
+    from support.k8s import load_yaml_documents
+
+    port, _client = redis_with_password
+    web_port = free_port()
+    rendered = helm_python.Chart.load(str(REPO / "helm" / "mfpo")).render(
+        {"flower": {"enabled": True, "port": web_port}}, name="mfpo", namespace="ml")
+    (deployment,) = load_yaml_documents(rendered["mfpo/templates/flower/deployment.yaml"])
+    command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+    prefix = f"t{uuid.uuid4().hex[:8]}-"
+    env = {**os.environ, "MFPO_REDIS_URL": f"redis://127.0.0.1:{port}/0", "MFPO_REDIS_PASSWORD": PASSWORD,
+           "MFPO_QUEUE_PREFIX": prefix, "HOME": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:"
+           + os.environ["PATH"]}
+    log = tmp_path / "flower.log"
+    with log.open("wb") as out:
+        flower = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL)
+
+    def page(path: str) -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{web_port}{path}", timeout=5) as response:
+                return response.read().decode()
+        except OSError:
+            return ""
+
+    try:
+        wait_for(lambda: page("/healthcheck") == "OK", 60, "Flower's health check",
+                 diagnostics=lambda: log.read_text(errors="replace")[-3000:])
+        wait_for(lambda: f"{prefix}cpu" in page("/broker"), 30, "Flower to read the queues from Redis",
+                 diagnostics=lambda: log.read_text(errors="replace")[-3000:])
+    finally:
+        flower.terminate()
+        flower.wait(timeout=20)
+    assert PASSWORD not in log.read_text(errors="replace")

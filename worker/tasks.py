@@ -10,6 +10,7 @@ stage itself, so the item still ends ``failed`` with a reason.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -89,19 +90,31 @@ TASK_OPTIONS: dict[str, Any] = {
 }
 
 
+def _run_stage(
+    job: JobRecord, item_id: str, stage: str, run: Callable[[], object], passthrough: tuple[type[Exception], ...] = ()
+) -> bool:
+    """Run one stage of an item: True when the next stage should follow. Transient store errors (and
+    ``passthrough``) propagate, so the task retries; anything else is recorded on the item as failed, and the
+    item stops there."""
+    try:
+        return bool(run())
+    except TRANSIENT + passthrough:
+        raise
+    except Exception as exc:
+        _fail_unexpected(job, item_id, stage, exc)
+        return False
+
+
 @celery_app.task(name="mfpo.keywords", **TASK_OPTIONS)
 def keywords_task(self: Any, tenant: str, job_id: str, item_id: str) -> None:
     job = _load(tenant, job_id)
     if job is None:
         return
-    try:
-        proceed = keywords_stage(job_store(), job, item_id, resources_for(job, with_models=False))
-    except TRANSIENT:
-        raise
-    except Exception as exc:
-        _fail_unexpected(job, item_id, "keywords", exc)
-        proceed = False
-    if proceed:
+
+    def run() -> bool:
+        return keywords_stage(job_store(), job, item_id, resources_for(job, with_models=False))
+
+    if _run_stage(job, item_id, "keywords", run):
         regions_task.apply_async((tenant, job_id, item_id), queue=regions_queue(job, get_settings()))
     else:
         request_finalize(celery_app, tenant, job_id)
@@ -112,14 +125,11 @@ def regions_task(self: Any, tenant: str, job_id: str, item_id: str) -> None:
     job = _load(tenant, job_id)
     if job is None:
         return
-    try:
-        proceed = regions_stage(job_store(), job, item_id, resources_for(job, with_models=True))
-    except TRANSIENT:
-        raise
-    except Exception as exc:
-        _fail_unexpected(job, item_id, "regions", exc)
-        proceed = False
-    if proceed:
+
+    def run() -> bool:
+        return regions_stage(job_store(), job, item_id, resources_for(job, with_models=True))
+
+    if _run_stage(job, item_id, "regions", run):
         perturb_task.apply_async((tenant, job_id, item_id), queue=queue_name(celery_app, CPU_QUEUE))
     else:
         request_finalize(celery_app, tenant, job_id)
@@ -130,15 +140,15 @@ def perturb_task(self: Any, tenant: str, job_id: str, item_id: str) -> None:
     job = _load(tenant, job_id)
     if job is None:
         return
+
+    def run() -> object:
+        return perturb_stage(job_store(), job, item_id, resources_for(job, with_models=False), recompute_missing=False)
+
     try:
-        perturb_stage(job_store(), job, item_id, resources_for(job, with_models=False), recompute_missing=False)
+        _run_stage(job, item_id, "perturb", run, passthrough=(MissingStageOutput,))
     except MissingStageOutput:  # the regions output was lost: redo that stage where the models are
         regions_task.apply_async((tenant, job_id, item_id), queue=regions_queue(job, get_settings()))
         return
-    except TRANSIENT:
-        raise
-    except Exception as exc:
-        _fail_unexpected(job, item_id, "perturb", exc)
     request_finalize(celery_app, tenant, job_id)
 
 
