@@ -176,8 +176,7 @@ def _draft07(prop: Schema) -> Schema:
 
 
 def train_config() -> Schema:
-    sys.path.insert(0, str(ROOT))
-    from trainer.config import TrainConfig
+    from trainer.config import TrainConfig  # the installed package (make install)
 
     properties = {
         name: _draft07(prop)

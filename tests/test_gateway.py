@@ -11,6 +11,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from support.images import data_uri, inline_synth_items, png, png_claiming
 from support.platform import Gateway, running_platform, wait_for, xdist_index
 
 from mfpo.schemas import ResultRecord
@@ -30,28 +31,7 @@ def gateway() -> Iterator[Gateway]:
 
 @pytest.fixture(scope="module")
 def items(tmp_path_factory) -> list[dict]:
-    path = generate_scenes(SynthConfig(n=100, seed=8, width=64, height=64), tmp_path_factory.mktemp("scenes"))
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    for r in rows:
-        r["image"] = "data:image/png;base64," + base64.b64encode((path.parent / r["image"]).read_bytes()).decode()
-    return rows
-
-
-def _solid_png(w: int, h: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (w, h), (9, 9, 9)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _bomb(w: int, h: int) -> bytes:
-    """A tiny PNG whose header claims w x h pixels (CRC fixed): a decompression bomb's signature."""
-    import struct
-    import zlib
-
-    data = bytearray(_solid_png(8, 8))
-    data[16:24] = struct.pack(">II", w, h)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
+    return inline_synth_items(tmp_path_factory.mktemp("scenes"), SynthConfig(n=100, seed=8, width=64, height=64))
 
 
 def _client(gateway: Gateway) -> httpx.Client:
@@ -82,8 +62,8 @@ def test_hundred_items_over_http_make_a_hundred_record_dataset(gateway, items):
         assert [r.id for r in records] == [i["id"] for i in items]
         item = c.get(f"/v1/jobs/{job_id}/items/{items[0]['id']}", headers=ACME).json()
         assert item["status"] == "done"
-        png = httpx.get(item["record"]["rejected_image_url"], timeout=10)  # presigned, no API key
-        assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).size == (64, 64)
+        rejected = httpx.get(item["record"]["rejected_image_url"], timeout=10)  # presigned, no API key
+        assert rejected.status_code == 200 and Image.open(io.BytesIO(rejected.content)).size == (64, 64)
         trl = c.get(f"/v1/jobs/{job_id}/dataset", params={"format": "trl"}, headers=ACME)
         assert trl.status_code == 200
         table = pq.read_table(io.BytesIO(trl.content))
@@ -167,17 +147,17 @@ def test_hostile_requests_get_4xx_and_the_server_keeps_serving(gateway, items):
         for response, expected in cases:
             assert response.status_code == expected, (response.request.url, response.text)
             assert response.json()["detail"], response.text
-        truncated = base64.b64encode(base64.b64decode(items[0]["image"].split(",", 1)[1])[:80]).decode()
+        truncated = base64.b64decode(items[0]["image"].split(",", 1)[1])[:80]
         bad_items = [
-            {**items[1], "image": "data:image/png;base64," + truncated},
-            {**items[2], "image": "data:image/png;base64," + base64.b64encode(b"<html>").decode()},
+            {**items[1], "image": data_uri(truncated)},
+            {**items[2], "image": data_uri(b"<html>")},
             {**items[3], "image": "/etc/passwd"},
             {**items[4], "chosen": "x" * 2001},
             {**items[5], "question": 7},
             "not an object",
             {**items[6], "id": "../escape"},
-            {**items[7], "image": "data:image/png;base64," + base64.b64encode(_bomb(60_000, 60_000)).decode()},
-            {**items[8], "image": "data:image/png;base64," + base64.b64encode(_solid_png(1200, 900)).decode()},
+            {**items[7], "image": data_uri(png_claiming(60_000, 60_000))},
+            {**items[8], "image": data_uri(png(1200, 900))},
         ]
         result = c.post(items_url, json={"items": bad_items}, headers=ACME)
         assert result.status_code == 200 and result.json()["accepted"] == []

@@ -18,11 +18,10 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
+import helm_python
 import pytest
 import yaml
 from support.k8s import load_yaml_documents, validate_all
-
-helm_python = pytest.importorskip("helm_python")
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "mfpo"
@@ -196,10 +195,9 @@ def test_default_install_runs_the_whole_platform() -> None:
     assert {component(d) for d in of_kind(docs, "StatefulSet")} == {"redis", "minio"}
     assert not of_kind(docs, "Job") and not of_kind(docs, "ScaledObject") and not of_kind(docs, "NetworkPolicy")
     assert of_kind(docs, "PodDisruptionBudget") and of_kind(docs, "ServiceAccount")
-    for kind in ("StatefulSet",):
-        for sts in of_kind(docs, kind):
-            claims = sts["spec"]["volumeClaimTemplates"]
-            assert claims[0]["metadata"]["name"] == "data" and claims[0]["spec"]["resources"]["requests"]["storage"]
+    for sts in of_kind(docs, "StatefulSet"):
+        claims = sts["spec"]["volumeClaimTemplates"]
+        assert claims[0]["metadata"]["name"] == "data" and claims[0]["spec"]["resources"]["requests"]["storage"]
 
 
 # -- the fields that matter ---------------------------------------------------------------------

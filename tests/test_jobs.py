@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import io
-import json
-import struct
 import uuid
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from support.images import data_uri, inline_synth_items, png, png_claiming
 from support.s3_server import S3Server, running_s3_server
 
 from mfpo.jobs import (
@@ -33,7 +28,7 @@ from mfpo.pipeline.resources import build_resources
 from mfpo.schemas import ResultRecord
 from mfpo.storage.local import LocalStore
 from mfpo.storage.s3 import S3Store
-from mfpo.synth import SynthConfig, generate_scenes
+from mfpo.synth import SynthConfig
 
 OPTIONS = GenerateConfig.model_validate({"regions": {"mode": "annotations"}, "limits": {"max_pixels": 1_000_000}})
 
@@ -54,34 +49,12 @@ def jobs(request, tmp_path) -> JobStore:
 
 @pytest.fixture(scope="module")
 def items(tmp_path_factory) -> list[dict]:
-    path = generate_scenes(SynthConfig(n=5, seed=2, width=96, height=80), tmp_path_factory.mktemp("scenes"))
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    for r in rows:
-        r["image"] = "data:image/png;base64," + base64.b64encode((path.parent / r["image"]).read_bytes()).decode()
-    return rows
+    return inline_synth_items(tmp_path_factory.mktemp("scenes"), SynthConfig(n=5, seed=2, width=96, height=80))
 
 
 @pytest.fixture(scope="module")
 def resources():
     return build_resources(OPTIONS.regions)
-
-
-def _png(w: int, h: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (w, h), (1, 2, 3)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _bomb_header(w: int, h: int) -> bytes:
-    """A small real PNG whose IHDR is rewritten to claim w x h pixels (CRC fixed)."""
-    data = bytearray(_png(8, 8))
-    data[16:24] = struct.pack(">II", w, h)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
-
-
-def _uri(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode()
 
 
 def test_hostile_items_are_rejected_with_reasons(jobs, items):
@@ -99,10 +72,10 @@ def test_hostile_items_are_rejected_with_reasons(jobs, items):
         "traversal": ({**good, "image": "store://uploads/../../x"}, "is not allowed"),
         "other tenant's key": ({**good, "image": "store://tenants/other/uploads/a.png"}, "must name an uploaded"),
         "missing upload": ({**good, "image": "store://uploads/none.png"}, "no uploaded object"),
-        "not image": ({**good, "image": _uri(b"hello world")}, "not an image"),
-        "truncated": ({**good, "image": _uri(_png(50, 50)[:60])}, "corrupt or truncated"),
-        "bomb": ({**good, "image": _uri(_bomb_header(100_000, 100_000))}, "max_pixels"),
-        "too big": ({**good, "image": _uri(_png(1100, 1000))}, "max_pixels=1000000"),
+        "not image": ({**good, "image": data_uri(b"hello world")}, "not an image"),
+        "truncated": ({**good, "image": data_uri(png(50, 50)[:60])}, "corrupt or truncated"),
+        "bomb": ({**good, "image": data_uri(png_claiming(100_000, 100_000))}, "max_pixels"),
+        "too big": ({**good, "image": data_uri(png(1100, 1000))}, "max_pixels=1000000"),
     }
     for name, (raw, reason) in cases.items():
         with pytest.raises(ItemRejected, match=reason):
@@ -115,10 +88,10 @@ def test_hostile_items_are_rejected_with_reasons(jobs, items):
 
 def test_uploaded_images_are_found_under_the_tenant(jobs, items):
     job = jobs.create_job("acme", "uploads", OPTIONS)
-    jobs.store.put(uploads_prefix("acme") + "scene.png", _png(40, 30))
+    jobs.store.put(uploads_prefix("acme") + "scene.png", png(40, 30))
     iid = accept_item(jobs, job, {**items[0], "id": None, "image": "store://uploads/scene.png"}, seq=0)
     stored = jobs.get_item(job, iid)
-    assert jobs.image_bytes(stored) == _png(40, 30) and stored.item.image == f"store://{stored.image_key}"
+    assert jobs.image_bytes(stored) == png(40, 30) and stored.item.image == f"store://{stored.image_key}"
 
 
 def test_items_run_once_and_the_dataset_keeps_submission_order(jobs, items, resources):

@@ -9,7 +9,6 @@ Real parts: the chart rendered by Helm, ``unshare`` + ``mount`` (Linux), the loc
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
@@ -22,14 +21,14 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import helm_python
 import pytest
+from support.images import data_uri
 from support.k8s import load_yaml_documents
 from support.platform import REPO, CeleryWorker, Gateway, redis_url_for_tests, wait_for, xdist_index
 from support.s3_server import running_s3_server
 
 from mfpo.synth import SynthConfig, generate_scenes
-
-helm_python = pytest.importorskip("helm_python")
 
 # Inside a private mount namespace: /tmp a new tmpfs, then / (and everything on it) read-only, then the command.
 # The checkout (with its venv) stays where it is, read-only, also when it lies under /tmp (a CI clone may).
@@ -103,10 +102,7 @@ def test_the_platform_works_with_only_tmp_writable(sandboxed_platform: dict, tmp
     gateway: Gateway = sandboxed_platform["gateway"]
     path = generate_scenes(SynthConfig(n=6, seed=31, width=80, height=64), tmp_path / "scenes")
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    inline = []
-    for row in rows[3:]:
-        image = (path.parent / row["image"]).read_bytes()
-        inline.append({**row, "image": "data:image/png;base64," + base64.b64encode(image).decode()})
+    inline = [{**row, "image": data_uri((path.parent / row["image"]).read_bytes())} for row in rows[3:]]
     headers = {"Authorization": f"Bearer {KEY}"}
     with httpx.Client(base_url=gateway.url, timeout=60) as c:
         job_id = c.post("/v1/jobs", json={"name": "read-only"}, headers=headers).json()["id"]

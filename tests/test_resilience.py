@@ -6,8 +6,6 @@ moto S3 server behind a TCP proxy that is switched off mid-job, ``celery worker`
 
 from __future__ import annotations
 
-import base64
-import json
 import shutil
 import subprocess
 import time
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.images import inline_synth_items
 from support.platform import CeleryWorker, platform_env, wait_for
 from support.proxy import tcp_proxy
 from support.s3_server import free_port, running_s3_server
@@ -25,18 +24,14 @@ from mfpo.jobs import JobKeys, JobStore, accept_item
 from mfpo.pipeline.config import GenerateConfig
 from mfpo.schemas import ResultRecord
 from mfpo.storage.s3 import S3Store
-from mfpo.synth import SynthConfig, generate_scenes
+from mfpo.synth import SynthConfig
 
 OPTIONS = GenerateConfig.model_validate({"regions": {"mode": "annotations"}})
 
 
 @pytest.fixture(scope="module")
 def items(tmp_path_factory) -> list[dict]:
-    path = generate_scenes(SynthConfig(n=24, seed=12, width=96, height=80), tmp_path_factory.mktemp("scenes"))
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    for r in rows:
-        r["image"] = "data:image/png;base64," + base64.b64encode((path.parent / r["image"]).read_bytes()).decode()
-    return rows
+    return inline_synth_items(tmp_path_factory.mktemp("scenes"), SynthConfig(n=24, seed=12, width=96, height=80))
 
 
 class RedisServer:

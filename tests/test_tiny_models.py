@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -142,10 +143,14 @@ def test_grounding_dino_tokenizer_covers_the_words(tiny: dict[str, Path]) -> Non
     assert tokenizer.unk_token not in tokenizer.tokenize("a zebroid-like quokka, 42!")
 
 
-def test_grounding_dino_seed_decides_the_weights(tiny: dict[str, Path], tmp_path: Path) -> None:
-    reference = load_file(tiny["grounding_dino"] / "model.safetensors")
-    again = load_file(write_tiny_grounding_dino(tmp_path / "a", seed=0) / "model.safetensors")
-    other = load_file(write_tiny_grounding_dino(tmp_path / "b", seed=1) / "model.safetensors")
+@pytest.mark.parametrize(
+    ("name", "write"), [("grounding_dino", write_tiny_grounding_dino), ("owlv2", write_tiny_owlv2)]
+)
+def test_transformers_models_seed_decides_the_weights(tiny: dict[str, Path], tmp_path: Path, name: str,
+                                                      write: Callable[..., Path]) -> None:
+    reference = load_file(tiny[name] / "model.safetensors")
+    again = load_file(write(tmp_path / "a", seed=0) / "model.safetensors")
+    other = load_file(write(tmp_path / "b", seed=1) / "model.safetensors")
     assert _same_weights(reference, again)
     assert not _same_weights(reference, other)
 
@@ -187,12 +192,6 @@ def test_owlv2_tokenizer_keeps_words_whole(tiny: dict[str, Path]) -> None:
     assert tokenizer.unk_token_id not in tokenizer("zebroid quokka 42!")["input_ids"][1:-1]
 
 
-def test_owlv2_seed_decides_the_weights(tiny: dict[str, Path], tmp_path: Path) -> None:
-    reference = load_file(tiny["owlv2"] / "model.safetensors")
-    again = load_file(write_tiny_owlv2(tmp_path / "a", seed=0) / "model.safetensors")
-    other = load_file(write_tiny_owlv2(tmp_path / "b", seed=1) / "model.safetensors")
-    assert _same_weights(reference, again)
-    assert not _same_weights(reference, other)
 
 
 def test_learn_bpe_is_deterministic_and_merges_each_word() -> None:

@@ -5,13 +5,12 @@ Every item ends exactly once in the dataset, also when the worker is SIGKILLed m
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from support.images import inline_synth_items
 from support.platform import CeleryWorker, platform_env, redis_url_for_tests, wait_for, xdist_index
 from support.s3_server import running_s3_server
 
@@ -19,7 +18,7 @@ from mfpo.jobs import JobKeys, JobStore, accept_item
 from mfpo.pipeline.config import GenerateConfig
 from mfpo.schemas import ResultRecord
 from mfpo.storage.s3 import S3Store
-from mfpo.synth import SynthConfig, generate_scenes
+from mfpo.synth import SynthConfig
 from worker.client import enqueue_item, reconcile
 
 OPTIONS = GenerateConfig.model_validate({"regions": {"mode": "annotations"}})
@@ -42,11 +41,7 @@ def platform(tmp_path_factory) -> Iterator[dict]:
 
 @pytest.fixture(scope="module")
 def items(tmp_path_factory) -> list[dict]:
-    path = generate_scenes(SynthConfig(n=24, seed=6, width=96, height=80), tmp_path_factory.mktemp("scenes"))
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    for r in rows:
-        r["image"] = "data:image/png;base64," + base64.b64encode((path.parent / r["image"]).read_bytes()).decode()
-    return rows
+    return inline_synth_items(tmp_path_factory.mktemp("scenes"), SynthConfig(n=24, seed=6, width=96, height=80))
 
 
 def _submit(platform: dict, rows: list[dict]) -> tuple[JobStore, object]:

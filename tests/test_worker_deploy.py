@@ -6,18 +6,25 @@ Real parts: a private ``redis-server`` that wants a password, an ``mfpo beat`` p
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 
+import helm_python
 import pytest
-from support.platform import REPO, wait_for
-from support.s3_server import free_port
+import redis
+from support.k8s import load_yaml_documents
+from support.platform import REPO, CeleryWorker, platform_env, redis_url_for_tests, wait_for, xdist_index
+from support.s3_server import free_port, running_s3_server
 
 from services.settings import Settings
+from worker.gpus import GPUS_ENV, pin_gpu
 
 PASSWORD = "p@ss:w/rd #1"  # characters that must be URL-quoted
 
@@ -44,7 +51,6 @@ def test_the_redis_password_is_not_shown_by_the_settings() -> None:
 def redis_with_password(tmp_path: Path):  # type: ignore[no-untyped-def]
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (scripts/test-services.sh installs it)")
-    import redis
 
     port = free_port()
     process = subprocess.Popen(
@@ -70,7 +76,6 @@ def redis_with_password(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_beat_alone_sends_the_reconcile_through_a_password_protected_redis(redis_with_password, tmp_path: Path):
     """``mfpo beat`` with MFPO_REDIS_PASSWORD (URL without it), TMPDIR as the only writable place: the
     reconcile task lands on the deployment's cpu queue and the schedule file is in TMPDIR."""
-    import redis
 
     port, client = redis_with_password
     with pytest.raises(redis.AuthenticationError):  # the URL alone is refused
@@ -90,7 +95,6 @@ def test_beat_alone_sends_the_reconcile_through_a_password_protected_redis(redis
     finally:
         beat.terminate()
         beat.wait(timeout=20)
-    import json
 
     message = json.loads(client.lindex(f"{prefix}cpu", 0))
     assert message["headers"]["task"] == "mfpo.reconcile_unfinished"
@@ -111,7 +115,6 @@ def test_beat_alone_sends_the_reconcile_through_a_password_protected_redis(redis
     ],
 )
 def test_each_pool_process_takes_its_own_gpu(gpus: str, visible: str | None, index: int, expected: str | None) -> None:
-    from worker.gpus import GPUS_ENV, pin_gpu
 
     environ = {GPUS_ENV: gpus, **({"CUDA_VISIBLE_DEVICES": visible} if visible else {})}
     assert pin_gpu(index, environ) == expected
@@ -120,7 +123,6 @@ def test_each_pool_process_takes_its_own_gpu(gpus: str, visible: str | None, ind
 
 def test_a_worker_with_two_gpus_runs_two_processes_on_different_gpus(tmp_path: Path) -> None:
     """``mfpo worker --gpus 2``: two pool processes, which pin GPU 0 and GPU 1 at start (log lines)."""
-    from support.platform import CeleryWorker, platform_env, redis_url_for_tests, xdist_index
 
     env = platform_env(redis_url_for_tests(6 + xdist_index()), {}, "unused")
     env.pop("CUDA_VISIBLE_DEVICES", None)
@@ -136,7 +138,6 @@ def test_a_worker_with_two_gpus_runs_two_processes_on_different_gpus(tmp_path: P
 
 def test_the_platforms_presigned_urls_use_the_public_endpoint() -> None:
     """MFPO_S3_PUBLIC_ENDPOINT / _SECURE (the chart sets them from MinIO's Ingress) reach the store's URLs."""
-    from support.s3_server import running_s3_server
 
     with running_s3_server() as s3:
         env = s3.env()
@@ -153,11 +154,7 @@ def test_the_platforms_presigned_urls_use_the_public_endpoint() -> None:
 def test_the_charts_worker_liveness_probe_pings_a_real_worker(tmp_path: Path) -> None:
     """The exec probe of the chart's worker pods, run as the kubelet would (HOSTNAME = the pod's host name):
     it succeeds against a running `mfpo worker` and fails once the worker is gone."""
-    import socket
 
-    helm_python = pytest.importorskip("helm_python")
-    from support.k8s import load_yaml_documents
-    from support.platform import CeleryWorker, platform_env, redis_url_for_tests, xdist_index
 
     rendered = helm_python.Chart.load(str(REPO / "helm" / "mfpo")).render({}, name="mfpo", namespace="ml")
     (deployment,) = load_yaml_documents(rendered["mfpo/templates/worker-cpu/deployment.yaml"])
@@ -182,10 +179,7 @@ def test_the_charts_flower_reads_the_queues_through_a_password_protected_redis(r
                                                                                tmp_path: Path) -> None:
     """Flower as the chart runs it (the platform's Celery app, password from MFPO_REDIS_PASSWORD) answers its
     health check and lists the deployment's queue lengths, which it can only read once Redis let it in."""
-    import urllib.request
 
-    helm_python = pytest.importorskip("helm_python")
-    from support.k8s import load_yaml_documents
 
     port, _client = redis_with_password
     web_port = free_port()

@@ -50,6 +50,22 @@ def redis_url_for_tests(db: int) -> str:
     return url
 
 
+def stop_process_group(process: subprocess.Popen[bytes] | None, grace_s: float) -> None:
+    """SIGTERM a process started with ``start_new_session`` and its children, SIGKILL them after ``grace_s``
+    (at once when 0)."""
+    if process is None or process.poll() is not None:
+        return
+    if grace_s > 0:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
 @dataclass
 class CeleryWorker:
     """``mfpo worker`` (a Celery worker with a prefork pool) as its own process group."""
@@ -73,17 +89,10 @@ class CeleryWorker:
 
     def kill(self) -> None:
         """SIGKILL the worker and its pool children at once (a crash, no clean shutdown)."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        stop_process_group(self.process, grace_s=0)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process_group(self.process, grace_s=20)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -159,13 +168,7 @@ class Gateway:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        stop_process_group(self.process, grace_s=15)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -281,7 +281,8 @@ securityContext:
 {{- end }}
 {{- end -}}
 
-{{/* nvidia.com/gpu added to a container's limits (and requests): args dict "resources" ... "gpus" 1 */}}
+{{/* A container's resources with nvidia.com/gpu in its limits (an extended resource's request follows its limit).
+args: dict "resources" ... "gpus" 1 */}}
 {{- define "mfpo.gpuResources" -}}
 {{- $resources := deepCopy (default (dict) .resources) -}}
 {{- $limits := default (dict) $resources.limits -}}
