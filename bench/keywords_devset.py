@@ -35,6 +35,7 @@ import pickle
 import random
 import subprocess
 from pathlib import Path
+from typing import ClassVar
 
 DATA = Path(__file__).resolve().parent / "data"
 POPE_MODELS = ("llava", "instructblip", "minigpt-4", "mplug", "mmgpt")
@@ -46,7 +47,7 @@ class _ChairCache:
 
 
 class _SafeUnpickler(pickle.Unpickler):
-    _ALLOWED = {
+    _ALLOWED: ClassVar[dict[tuple[str, str], type]] = {
         ("collections", "defaultdict"): collections.defaultdict,
         ("builtins", "list"): list,
         ("builtins", "set"): set,
@@ -139,7 +140,8 @@ def main() -> None:
         for r in rows:
             f.write(json.dumps(r) + "\n")
     counts = collections.Counter((r["split"], r["source"]["benchmark"]) for r in rows)
-    print(json.dumps({"rows": len(rows), "by_split_and_source": {f"{a}/{b}": n for (a, b), n in sorted(counts.items())}}))
+    by_source = {f"{a}/{b}": n for (a, b), n in sorted(counts.items())}
+    print(json.dumps({"rows": len(rows), "by_split_and_source": by_source}))
 
 
 if __name__ == "__main__":

@@ -220,7 +220,11 @@ def rank_change(rows: list[dict], ranked: list, config: KeywordConfig, embedder:
         n += 1
         same_set += set(new_top) == set(old_top)
         same_order += new_top == old_top
-    return {"texts": n, "same_top_k_set": round(same_set / max(1, n), 4), "same_top_k_order": round(same_order / max(1, n), 4)}
+    return {
+        "texts": n,
+        "same_top_k_set": round(same_set / max(1, n), 4),
+        "same_top_k_order": round(same_order / max(1, n), 4),
+    }
 
 
 def main() -> None:

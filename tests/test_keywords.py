@@ -30,7 +30,7 @@ from mfpo.keywords.graph import (
     semantic_similarity,
     topics,
 )
-from mfpo.keywords.rank import transition_matrix
+from mfpo.keywords.rank import iterations_needed, pagerank, transition_matrix
 from mfpo.regions.matching import match_by_embedding, match_keyword
 
 # --- candidates ---------------------------------------------------------------------------
@@ -129,19 +129,22 @@ def test_graph_steps_compose_as_the_paper_writes():
     # topic {1, 2}: leader 1 (position 1) gets rho * mu[2] added: tau_10 = 1.5 + 2 * 2.5
     assert tau[1, 0] == pytest.approx(6.5) and tau[2, 0] == pytest.approx(2.5) and tau[0, 1] == 1.5
     kappa = positional_decay([5, 1, 3], n_tokens=10, decay_lambda=2.0, normalize=False)
-    assert kappa[0, 2] == pytest.approx(math.exp(-10)) and kappa[1, 0] == pytest.approx(math.exp(-2))
+    # relative to the earliest candidate (position 1): exp(-2 * (5 - 1)), exp(-2 * 0)
+    assert kappa[0, 2] == pytest.approx(math.exp(-8)) and kappa[1, 0] == pytest.approx(1.0)
     omega = edge_weights(tau, kappa)
-    assert omega[1, 0] == pytest.approx(6.5 * math.exp(-2)) and omega[1, 1] == 0.0
+    assert omega[1, 0] == pytest.approx(6.5) and omega[1, 1] == 0.0
 
 
 # --- ranking -------------------------------------------------------------------------------
 
 
 def test_transition_normalizes_by_the_senders_out_weight():
+    # omega[i, j]: what k_i receives from k_j. Sender j's out-weight is column j's sum.
     omega = np.array([[0.0, 2.0, 1.0], [2.0, 0.0, 0.0], [4.0, 0.0, 0.0]])
     p = transition_matrix(omega)
-    # P_ij = omega_ij / sum_m omega_jm: P_01 = 2 / 2, P_02 = 1 / 4, P_10 = 2 / 3
-    assert p[0, 1] == 1.0 and p[0, 2] == 0.25 and p[1, 0] == pytest.approx(2 / 3)
+    # P_ij = omega_ij / sum_m omega_mj: P_01 = 2 / 2, P_02 = 1 / 1, P_10 = 2 / 6, P_20 = 4 / 6
+    assert p[0, 1] == 1.0 and p[0, 2] == 1.0 and p[1, 0] == pytest.approx(1 / 3) and p[2, 0] == pytest.approx(2 / 3)
+    np.testing.assert_allclose(p.sum(axis=0), 1.0)  # column-stochastic
     assert transition_matrix(np.zeros((2, 2))).tolist() == [[0.0, 0.0], [0.0, 0.0]]
     with pytest.raises(ValueError):
         transition_matrix(-omega)
@@ -157,7 +160,62 @@ def test_pagerank_star_graph_by_hand():
     # an isolated node keeps r_0 = 1 - alpha_page
     assert weighted_pagerank(np.zeros((1, 1)), 0.85).tolist() == [pytest.approx(0.15)]
     with pytest.raises(RankingDidNotConverge, match="max_iter=1"):
-        weighted_pagerank(omega, 0.85, tol=1e-12, max_iter=1)
+        weighted_pagerank(omega, 0.85, tol=1e-12, max_iter=1, strict=True)
+    # not strict: max_iter=1 is raised to the proven bound, so it converges anyway
+    result = pagerank(omega, 0.85, tol=1e-12, max_iter=1)
+    assert result.converged and result.iterations <= iterations_needed(3, 0.85, 1e-12)
+    np.testing.assert_allclose(result.scores, r, rtol=1e-9)
+
+
+def test_pagerank_on_an_asymmetric_graph_by_hand():
+    # 0 -> 1 weight 3, 0 -> 2 weight 1 (omega[1, 0] = 3, omega[2, 0] = 1); 1 -> 0 and 2 -> 0 weight 1.
+    # P = [[0, 1, 1], [3/4, 0, 0], [1/4, 0, 0]]; solve r = .15 + .85 P r by hand:
+    # r1 = .15 + .6375 r0, r2 = .15 + .2125 r0, r0 = .15 + .85 (r1 + r2) = .405 + .7225 r0.
+    omega = np.array([[0.0, 1.0, 1.0], [3.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    r0 = 0.405 / 0.2775
+    np.testing.assert_allclose(weighted_pagerank(omega, 0.85, 1e-13), [r0, 0.15 + 0.6375 * r0, 0.15 + 0.2125 * r0])
+
+
+def test_pagerank_prior_scales_the_restart():
+    # an isolated node with prior q keeps (1 - alpha) q; q = 1 is the paper's update
+    r = weighted_pagerank(np.zeros((2, 2)), 0.85, prior=[1.0, 0.2])
+    np.testing.assert_allclose(r, [0.15, 0.03])
+    with pytest.raises(ValueError, match="prior"):
+        weighted_pagerank(np.zeros((2, 2)), 0.85, prior=[1.5, 0.0])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pagerank_orders_like_networkx_on_symmetric_graphs(seed):
+    nx = pytest.importorskip("networkx")
+    rng = np.random.default_rng(seed)
+    n = 12
+    upper = np.triu(rng.random((n, n)) * (rng.random((n, n)) < 0.5), 1)
+    omega = upper + upper.T
+    omega[0, 1] = omega[1, 0] = 0.5  # keep every node connected to something
+    omega[np.arange(2, n), 0] = omega[0, np.arange(2, n)] = np.maximum(omega[0, 2:], 0.05)
+    graph = nx.from_numpy_array(omega)
+    expected = nx.pagerank(graph, alpha=0.85, weight="weight", tol=1e-14, max_iter=10_000)
+    ours = weighted_pagerank(omega, 0.85, tol=1e-13)
+    theirs = np.array([expected[i] for i in range(n)])
+    # networkx's r sums to 1 with restart (1 - alpha) / n; ours restarts with 1 - alpha: r = n * r_nx
+    np.testing.assert_allclose(ours / n, theirs, rtol=1e-7)
+    assert np.argsort(-ours, kind="stable").tolist() == np.argsort(-theirs, kind="stable").tolist()
+
+
+def test_ranking_converges_on_long_answers_with_the_papers_raw_positions():
+    sentence = (
+        "A man in a red jacket rides a horse past a wooden fence near a barn, while a dog chases a ball "
+        "across the grass and two children watch from a bench under a large oak tree. "
+    )
+    text = sentence * 12  # ~480 tokens, candidates spread to the end
+    for config in (
+        KeywordConfig(normalize_positions=False, decay_lambda=1.0),  # the paper's literal exp(-lambda l_i)
+        KeywordConfig(normalize_positions=False, decay_lambda=50.0),
+        KeywordConfig(),
+    ):
+        cands, scores, _ = rank_candidates(text, config)
+        assert len(cands) >= 8 and np.isfinite(scores).all() and max(scores) < 1e3
+        assert extract_keywords(text, config)  # never raises
 
 
 def test_select_top_k_one_per_topic():

@@ -60,8 +60,9 @@ def extract_keywords(
     """Top-K keywords of ``text`` with their scores r(k_i), best first (MFPO sec. 3.1).
 
     An answer with no candidate noun phrase gives ``[]`` (the region stage then falls
-    back to the whole image). Raises :class:`RankingDidNotConverge` (a ``ValueError``)
-    when the PageRank does not converge within ``config.max_iter``.
+    back to the whole image). Never fails on the ranking: the PageRank provably converges
+    (:func:`~mfpo.keywords.rank.pagerank`), and a ranking stopped short by rounding is used
+    as it stands, with a warning.
     """
     config = config or KeywordConfig()
     candidates, scores, topic_of = rank_candidates(text, config, embedder)

@@ -3,7 +3,7 @@
 Nodes are the n candidates k_i (noun phrases, :mod:`mfpo.keywords.candidates`).
 Every matrix here is dense float64 of shape (n, n). Entry [i, j] is the weight with
 which k_i receives score from k_j in the PageRank update of :mod:`mfpo.keywords.rank`
-(r(k_i) gets omega_ij * r(k_j) / sum_m omega_jm).
+(r(k_i) gets omega_ij * r(k_j) / sum_m omega_mj, k_j's out-weight).
 
 Steps:
 
@@ -148,16 +148,22 @@ def contextual_adjustment(
 def positional_decay(
     first_positions: Sequence[int], n_tokens: int, decay_lambda: float, normalize: bool
 ) -> Matrix:
-    """kappa_ij = exp(-lambda * l_i), l_i the first position of k_i; constant along j.
+    """kappa_ij = exp(-lambda * l_i), l_i the first position of k_i (the receiver); constant along j.
 
     With ``normalize`` l_i is divided by ``n_tokens`` (the answer's token count), so l_i
-    lies in [0, 1) and the decay has the same range for short and long answers.
+    lies in [0, 1) and the decay has the same range for short and long answers; without,
+    l_i is the raw token position, as the paper writes it. Either way the exponent is taken
+    relative to the earliest candidate (kappa = exp(-lambda (l_i - min_m l_m))): the ranking
+    divides every weight by its sender's out-weight, so a factor common to all kappa
+    cancels, and this keeps kappa from underflowing to 0 for every node of a long answer.
     """
     if n_tokens <= 0:
         raise ValueError(f"n_tokens must be > 0, got {n_tokens}")
     pos = np.asarray(first_positions, dtype=np.float64)
     if normalize:
         pos = pos / n_tokens
+    if len(pos):
+        pos = pos - pos.min()
     column = np.exp(-decay_lambda * pos)
     return np.repeat(column[:, None], len(pos), axis=1)
 
