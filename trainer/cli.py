@@ -30,8 +30,14 @@ def train(
     ] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
     config: Annotated[Path | None, typer.Option(help="JSON file of TrainConfig options; flags override.")] = None,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="Also write OUTPUT/merged/: LoRA merged, a plain transformers folder.")
+    ] = False,
 ) -> None:
-    """Align a LLaVA-class model with MFPO (or dpo / mdpo / adavip) on a generated dataset."""
+    """Align a LLaVA-class model with MFPO (or dpo / mdpo / adavip) on a generated dataset.
+
+    The run's last write is OUTPUT/summary.json (after final/ and, with --merge, merged/), so a job
+    waiting on the run (``mfpo merge --wait``) sees a finished one."""
     from pydantic import ValidationError
 
     from trainer.config import TrainConfig
@@ -52,7 +58,44 @@ def train(
     except (DatasetError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        if merge:
+            from trainer.merge import merge_model
+
+            summary["merged"] = merge_model(summary["final"], f"{summary['output']}/merged", base=model)
+        from mfpo.storage.factory import open_store
+        from trainer.merge import RUN_SUMMARY
+
+        open_store(summary["output"], create_bucket=True).put(RUN_SUMMARY, json.dumps(summary).encode(),
+                                                              "application/json")
     typer.echo(json.dumps(summary))
+
+
+def merge(
+    adapter: Annotated[str, typer.Option(help="A run's final/ (LoRA adapter or full model): folder or s3://.")],
+    out: Annotated[str, typer.Option(help="Output folder or s3://bucket/prefix of the merged model.")],
+    base: Annotated[
+        str | None, typer.Option(help="Base model folder or hub id (default: the adapter's base_model_name_or_path).")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="auto (the base's) | float32 | bfloat16 | float16.")] = "auto",
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for ADAPTER's run to finish (its summary.json); 0: no wait.")
+    ] = 0.0,
+) -> None:
+    """Write a trained model as a plain transformers folder (LoRA merged) for transformers, vLLM, lmms-eval."""
+    from pydantic import ValidationError
+
+    from trainer.merge import MergeConfig, MergeError, merge_model
+
+    try:
+        config = MergeConfig.model_validate({"dtype": dtype, "wait_s": wait})
+        written = merge_model(adapter, out, base=base, config=config)
+    except (ValidationError, MergeError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {written}")
 
 
 def main() -> None:
