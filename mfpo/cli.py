@@ -37,6 +37,7 @@ class ExportFormat(str, Enum):
     trl = "trl"
     rlaifv = "rlaifv"
     hf = "hf"
+    llamafactory = "llamafactory"
 
 
 class InputFormat(str, Enum):
@@ -161,7 +162,7 @@ def export(
     fmt: Annotated[ExportFormat, typer.Option("--format", help="Target layout.")],
     dest: Annotated[Path, typer.Option("--out", help="Output path (file or folder, per format).")],
 ) -> None:
-    """Export a generated dataset for a trainer: TRL vision DPO, RLAIF-V, or HF datasets Parquet."""
+    """Export a generated dataset for a trainer: TRL vision DPO, RLAIF-V, HF datasets Parquet, or LLaMA-Factory."""
     from mfpo.exporters import export_dataset
 
     if not (dataset_dir / "dataset.jsonl").is_file():

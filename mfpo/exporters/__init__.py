@@ -7,8 +7,10 @@ The folder is what ``mfpo generate`` writes (``OUT/dataset.jsonl`` of
   the image-side pair ``rejected_images``.
 - ``rlaifv``: RLAIF-V's own columns (:mod:`.rlaifv`) plus ``rejected_image``.
 - ``hf``: every record field with real ``datasets.Image`` features (:mod:`.hf`).
+- ``llamafactory``: LLaMA-Factory's sharegpt preference folder (:mod:`.llamafactory`): JSON rows,
+  image files, ``dataset_info.json``; the rejected image in the extra column ``rejected_images``.
 
-Every export is a Parquet file whose schema carries the Hugging Face ``Features``
+Every other export is a Parquet file whose schema carries the Hugging Face ``Features``
 (schema metadata key ``huggingface``), so ``datasets.load_dataset("parquet", ...)``
 decodes the image columns to ``PIL`` images. Image bytes are copied unchanged from
 the dataset folder. Records are streamed, ``rows_per_group`` at a time, so the
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EXPORT_FORMATS", "export_dataset"]
 
-EXPORT_FORMATS: tuple[str, ...] = ("trl", "rlaifv", "hf")
+EXPORT_FORMATS: tuple[str, ...] = ("trl", "rlaifv", "hf", "llamafactory")
 DEFAULT_FILE_NAME = "train.parquet"
 
 Example = dict[str, Any]
@@ -46,7 +48,7 @@ def export_dataset(out_dir: Path, format: str, dest: Path, *, rows_per_group: in
 
     ``dest`` ending in ``.parquet`` is the file; any other ``dest`` is a folder that
     receives ``train.parquet`` (so ``datasets.load_dataset(str(dest))`` finds a train
-    split).
+    split). ``llamafactory``: ``dest`` is a folder; returns its ``dataset_info.json``.
     """
     if format not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}")
@@ -56,6 +58,10 @@ def export_dataset(out_dir: Path, format: str, dest: Path, *, rows_per_group: in
             f"{out_dir / 'dataset.jsonl'} not found: is {out_dir} a dataset made by `mfpo generate`?"
         )
     records = read_dataset(out_dir)
+    if format == "llamafactory":
+        from mfpo.exporters.llamafactory import export_llamafactory
+
+        return export_llamafactory(out_dir, records, Path(dest))
     if format == "trl":
         from mfpo.exporters.trl import trl_example, trl_features
 
