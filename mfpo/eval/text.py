@@ -10,8 +10,8 @@ equivalents used here:
 - singular forms: pattern.en's ``singularize``, in the copy textblob vendors
   (``textblob.en.inflect``) — the very function CHAIR calls, slips included ("glass" ->
   "glas", "bus" -> "bu") — or lemminflect's noun lemma;
-- part of speech: pattern's Penn Treebank tagger (textblob's ``PatternTagger``, via
-  :func:`mfpo.keywords.candidates.pos_tag`) instead of NLTK's perceptron;
+- part of speech: pattern's Penn Treebank tagger (textblob's ``PatternTagger``) instead of
+  NLTK's perceptron;
 - noun lemmas: lemminflect's noun lemmatizer instead of WordNet's ``morphy``.
 """
 
@@ -53,8 +53,18 @@ def noun_lemma(word: str) -> str:
     return str(found[0]) if found else word
 
 
-def pos_tags(tokens: list[str]) -> list[str]:
-    """Penn Treebank tags of pre-split tokens (pattern's tagger with the keyword stage's repairs)."""
-    from mfpo.keywords.candidates import pos_tag
+@lru_cache(maxsize=1)
+def _tagger() -> object:
+    from textblob.en.taggers import PatternTagger
 
-    return pos_tag([t.replace(" ", "_") for t in tokens])
+    return PatternTagger()
+
+
+def pos_tags(tokens: list[str]) -> list[str]:
+    """Penn Treebank tags of pre-split tokens, one per token, by pattern's tagger as textblob ships it."""
+    if not tokens:
+        return []
+    tagged = _tagger().tag(" ".join(t.replace(" ", "_") for t in tokens), tokenize=False)  # type: ignore[attr-defined]
+    if len(tagged) != len(tokens):
+        raise ValueError(f"the tagger split {len(tokens)} tokens into {len(tagged)}")
+    return [str(tag) for _, tag in tagged]
