@@ -72,6 +72,15 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "trainer": {"enabled": True, "runName": "multinode", "dataset": DATASET, "loss": "mdpo", "gpus": 8,
                     "pytorchJob": {"enabled": True, "nodes": 3}},
     },
+    "eval": {
+        **MODELS,
+        "trainer": {"enabled": True, "runName": "llava7b-mfpo", "dataset": DATASET, "gpus": 2},
+        "eval": {"enabled": True, "gpus": 1, "benchmarks": {"existingClaim": "mfpo-benchmarks"},
+                 "judgeKeySecret": {"name": "judge-api", "key": "token"}, "extraArgs": ["--dtype", "bfloat16"],
+                 "config": {"pope": {"splits": ["/benchmarks/pope/coco_pope_random.json"],
+                                     "image_dir": "/benchmarks/coco/val2014"},
+                            "generation": {"batch_size": 4, "max_new_tokens": 256}}},
+    },
     "everything": {
         **MODELS,
         **SECRET_VALUES,
@@ -87,6 +96,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                               "tls": [{"hosts": ["s3.mfpo.example.com"], "secretName": "s3-tls"}]}},
         "networkPolicy": {"enabled": True},
         "trainer": {"enabled": True, "dataset": DATASET, "gpus": 2},
+        "eval": {"enabled": True},
     },
 }
 
@@ -214,6 +224,9 @@ def test_gpu_limits_only_on_gpu_pods(scenario: str) -> None:
             assert limits.get("nvidia.com/gpu") == values["workerGpu"]["gpus"], label
         elif kind == "trainer":
             assert limits.get("nvidia.com/gpu") == values["trainer"]["gpus"], label
+        elif kind == "eval":  # the GPU is the eval step's; merging (CPU) and publishing need none
+            want = values["eval"]["gpus"] if container["name"] == "eval" else None
+            assert limits.get("nvidia.com/gpu") == want and "nvidia.com/gpu" not in requests, label
         else:
             assert "nvidia.com/gpu" not in limits and "nvidia.com/gpu" not in requests, label
             spec = template["spec"]
@@ -536,7 +549,7 @@ def test_network_policies_let_only_the_platform_reach_redis_and_minio() -> None:
     redis = named(docs, "NetworkPolicy", f"{FULLNAME}-redis")
     minio = named(docs, "NetworkPolicy", f"{FULLNAME}-minio")
     assert _allowed_components(redis) == {"gateway", "worker-cpu", "worker-gpu", "beat", "flower"}
-    assert _allowed_components(minio) == {"gateway", "worker-cpu", "worker-gpu", "trainer"}
+    assert _allowed_components(minio) == {"gateway", "worker-cpu", "worker-gpu", "trainer", "eval"}
     peers = [p for rule in redis["spec"]["ingress"] for p in rule["from"]]
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}} in peers
     assert redis["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "redis"
@@ -545,6 +558,81 @@ def test_network_policies_let_only_the_platform_reach_redis_and_minio() -> None:
     # The selected pods exist: every component named in a policy is a rendered workload's component.
     workloads = {component(t) for _label, t in pod_templates(docs)}
     assert _allowed_components(redis) | _allowed_components(minio) <= workloads
+
+
+# -- the eval Job ---------------------------------------------------------------------------------
+
+
+def _eval_pod(docs: list[dict[str, Any]], run: str = "llava7b-mfpo") -> dict[str, dict[str, Any]]:
+    spec = named(docs, "Job", f"{FULLNAME}-eval-{run}")["spec"]["template"]["spec"]
+    return {c["name"]: c for c in spec["initContainers"] + spec["containers"]} | {"": spec}
+
+
+def test_the_eval_job_waits_for_the_run_then_merges_evaluates_and_publishes() -> None:
+    import typer
+    from typer.main import get_command
+
+    from trainer.cli import merge as merge_command
+
+    values = merge(chart().values, SCENARIOS["eval"])
+    docs = render(SCENARIOS["eval"])
+    pod = _eval_pod(docs)
+    spec, run = pod[""], "s3://mfpo/runs/llava7b-mfpo"
+    assert [c["name"] for c in spec["initContainers"]] == ["merge", "eval"]  # in this order, then publish
+    assert [c["name"] for c in spec["containers"]] == ["publish"] and spec["restartPolicy"] == "Never"
+    step = pod["merge"]
+    assert step["command"] == ["mfpo", "merge"]
+    assert _flags(step["args"]) == {"--adapter": f"{run}/final", "--base": values["trainer"]["model"],
+                                    "--out": "/tmp/mfpo-eval/model", "--wait": "604800"}
+    merge_app = typer.Typer()
+    merge_app.command()(merge_command)
+    get_command(merge_app).make_context("mfpo merge", list(step["args"]))  # flags `mfpo merge` accepts
+    step = pod["eval"]
+    assert step["command"] == ["mfpo", "eval", "report"]
+    assert _flags(step["args"]) == {"--config": "/etc/mfpo/eval/config.json", "--model": "/tmp/mfpo-eval/model",
+                                    "--out": "/tmp/mfpo-eval/report", "--compare": values["trainer"]["model"],
+                                    "--dtype": "bfloat16"}
+    (config_map,) = [c for c in of_kind(docs, "ConfigMap") if component(c) == "eval"]
+    assert json.loads(config_map["data"]["config.json"]) == values["eval"]["config"]
+    mounts = {m["mountPath"]: m for m in step["volumeMounts"]}
+    assert mounts["/etc/mfpo/eval"]["name"] == "eval-config" and mounts["/benchmarks"]["readOnly"] is True
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["benchmarks"]["persistentVolumeClaim"] == {"claimName": "mfpo-benchmarks", "readOnly": True}
+    env = {e["name"]: e for e in step["env"]}
+    assert env["MFPO_JUDGE_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "judge-api", "key": "token"}
+    assert pod["publish"]["args"] == ["/tmp/mfpo-eval/report", f"{run}/eval"]
+    for name in ("merge", "eval", "publish"):  # every step reaches the object store
+        assert {"MFPO_S3_ACCESS_KEY", "MFPO_S3_SECRET_KEY"} <= {e["name"] for e in pod[name]["env"]}, name
+        assert {m["mountPath"] for m in pod[name]["volumeMounts"]} >= {"/tmp"}, name
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+
+
+def test_the_publish_step_copies_the_report_folder(tmp_path: Path) -> None:
+    """The publish step's command, run for real on a local folder (an s3:// URI takes the same store code)."""
+    pod = _eval_pod(render(SCENARIOS["eval"]))
+    report = tmp_path / "report"
+    (report / "plots").mkdir(parents=True)
+    (report / "report.json").write_text('{"pope": {}}')
+    (report / "plots" / "margins.png").write_bytes(b"png")
+    command = pod["publish"]["command"]
+    result = subprocess.run([sys.executable, *command[1:], str(report), str(tmp_path / "store")],
+                            capture_output=True, text=True, timeout=120)
+    assert command[0] == "python" and result.returncode == 0, result.stderr
+    assert (tmp_path / "store" / "report.json").read_text() == '{"pope": {}}'
+    assert (tmp_path / "store" / "plots" / "margins.png").read_bytes() == b"png"
+
+
+def test_the_eval_job_needs_a_run_in_the_object_store_and_benchmark_files() -> None:
+    local = merge(SCENARIOS["eval"], {"trainer": {"output": "/models/runs/x"}})
+    with pytest.raises(Exception, match=re.escape("trainer.output must be empty or s3://")):
+        render(local)
+    with pytest.raises(Exception, match=re.escape("eval.config is required")):
+        render(merge(SCENARIOS["eval"], {"eval": {"config": None}}))
+    elsewhere = _eval_pod(render(merge(SCENARIOS["eval"], {"eval": {"output": "s3://reports/exp", "compare": False,
+                                                                     "extraArgs": []}})))
+    assert elsewhere["publish"]["args"][-1] == "s3://reports/exp" and "--compare" not in elsewhere["eval"]["args"]
+    assert "benchmarks" not in {v["name"] for v in _eval_pod(render(SCENARIOS["everything"]), "run-1")[""][
+        "volumes"]}
 
 
 # -- values and schema ----------------------------------------------------------------------------
@@ -567,6 +655,9 @@ def test_network_policies_let_only_the_platform_reach_redis_and_minio() -> None:
         ({"auth": {"apiKeys": [{"tenant": "a", "key": "short"}]}}, "/auth/apiKeys/0/key"),
         ({"objectStore": {"secretKey": "short"}}, "/objectStore/secretKey"),
         ({"models": {"samType": "vit_xl"}}, "/models/samType"),
+        ({"eval": {"gpus": 0}}, "/eval/gpus"),
+        ({"eval": {"output": "/local/report"}}, "/eval/output"),
+        ({"eval": {"waitSecond": 60}}, "waitSecond"),
     ],
 )
 def test_bad_values_fail_the_schema(values: dict[str, Any], message: str) -> None:
