@@ -24,7 +24,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / "docker" / "mfpo.env.example"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
-SERVICES = {"redis", "minio", "minio-init", "gateway", "worker-cpu", "worker-gpu", "flower", "trainer"}
+SERVICES = {"redis", "minio", "minio-init", "gateway", "worker-cpu", "worker-gpu", "flower", "trainer", "eval"}
 PLATFORM = ("gateway", "worker-cpu", "worker-gpu")  # run the mfpo code; need broker + bucket
 ONE_SHOT = {"minio-init"}
 ENV_VARS = {
@@ -179,7 +179,8 @@ def _run_config(compose: list[str], tmp_path: Path, *args: str, env_file: Path |
 # -- `docker-compose config` -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("profile", [[], ["--profile", "gpu"]], ids=["default", "gpu-profile"])
+@pytest.mark.parametrize("profile", [[], ["--profile", "gpu"], ["--profile", "eval"]],
+                         ids=["default", "gpu-profile", "eval-profile"])
 def test_compose_config_is_valid(compose: list[str], tmp_path: Path, profile: list[str]) -> None:
     _run_config(compose, tmp_path, *profile, "config", "-q")
 
@@ -290,7 +291,7 @@ def test_gpu_worker_reserves_an_nvidia_gpu_behind_the_gpu_profile() -> None:
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert device.get("count") in (1, "all") or device.get("device_ids")
     for name, service in services.items():
-        if name not in ("worker-gpu", "trainer"):
+        if name not in ("worker-gpu", "trainer", "eval"):
             assert not _nvidia_devices(service), f"{name} must not reserve a GPU"
             assert not service.get("profiles"), f"{name} must run without a profile"
 
@@ -302,6 +303,38 @@ def test_trainer_is_a_gpu_job_behind_the_train_profile() -> None:
     assert "mfpo train" in command and "--dataset" in command and "--model" in command and "--output" in command
     assert trainer["build"]["dockerfile"] == "docker/Dockerfile.cuda"
     assert any(v.endswith(":/models:ro") for v in trainer["volumes"] if isinstance(v, str))
+
+
+def test_eval_is_a_gpu_job_behind_the_eval_profile_from_the_run_to_the_object_store() -> None:
+    import typer
+    from typer.main import get_command
+
+    from trainer.cli import merge
+
+    service = _services()["eval"]
+    assert service.get("profiles") == ["eval"] and _nvidia_devices(service)
+    assert service["build"]["dockerfile"] == "docker/Dockerfile.cuda"
+    env = service["environment"]
+    assert set(ENV_VARS) <= set(env)  # the shared settings: it reaches the store
+    assert _default(env["MFPO_EVAL_OUTPUT"]).startswith(f"s3://{_default(env['MFPO_S3_BUCKET'])}/")
+    assert _default(env["MFPO_EVAL_RUN"]).startswith("/runs/")
+    mounts = {str(v).split(":")[-2]: str(v) for v in service["volumes"]}  # every mount is SOURCE:TARGET:ro
+    assert mounts["/runs"] == "trainer-runs:/runs:ro" and mounts["/models"].endswith(":ro")
+    assert mounts["/benchmarks"].endswith(":ro") and _depends_on(service) == {
+        "minio-init": "service_completed_successfully"}
+    shell, flag, script = service["command"]
+    assert (shell, flag) == ("sh", "-c")
+    lines = [re.sub(r"\$\$\{(\w+)\}", lambda m: _default(env[m[1]]), line)
+             for line in script.strip().splitlines()]
+    assert lines[0] == "set -e"
+    merge_line, report_line, publish_line = (shlex.split(line) for line in lines[1:])
+    assert merge_line[:2] == ["mfpo", "merge"] and report_line[:3] == ["mfpo", "eval", "report"]
+    merge_app = typer.Typer()
+    merge_app.command()(merge)
+    get_command(merge_app).make_context("mfpo merge", merge_line[2:])  # flags `mfpo merge` accepts
+    assert "/tmp/mfpo-eval/model" in merge_line and "/tmp/mfpo-eval/model" in report_line
+    assert publish_line == ["exec", "python", "-m", "trainer.publish", "/tmp/mfpo-eval/report",
+                            _default(env["MFPO_EVAL_OUTPUT"])]
 
 
 def test_gpu_worker_models_come_from_env_and_a_read_only_mount() -> None:

@@ -615,9 +615,10 @@ def test_the_publish_step_copies_the_report_folder(tmp_path: Path) -> None:
     (report / "report.json").write_text('{"pope": {}}')
     (report / "plots" / "margins.png").write_bytes(b"png")
     command = pod["publish"]["command"]
+    assert command == ["python", "-m", "trainer.publish"]
     result = subprocess.run([sys.executable, *command[1:], str(report), str(tmp_path / "store")],
                             capture_output=True, text=True, timeout=120)
-    assert command[0] == "python" and result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     assert (tmp_path / "store" / "report.json").read_text() == '{"pope": {}}'
     assert (tmp_path / "store" / "plots" / "margins.png").read_bytes() == b"png"
 
