@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,gpu,gateway,worker,trainer,trl]"
+	$(PY) -m pip install -q -e ".[dev,gpu,gateway,worker,trainer,trl,eval]"
 	@touch $(STAMP)
 
 install: $(STAMP)

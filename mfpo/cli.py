@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from mfpo.eval.cli import eval_app
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -199,6 +201,7 @@ def keywords(
 
 models_app = typer.Typer(no_args_is_help=True, help="Model files for the grounded region stage.")
 app.add_typer(models_app, name="models")
+app.add_typer(eval_app, name="eval")
 
 
 @models_app.command("tiny")
