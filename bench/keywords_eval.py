@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from mfpo.keywords import Candidate, KeywordConfig, get_embedder, rank_candidates, select_top_k
+from mfpo.keywords import Candidate, KeywordConfig, get_embedder, kind_probabilities, rank_candidates, select_top_k
 from mfpo.keywords.candidates import tokenize
 from mfpo.keywords.graph import build_graph
 from mfpo.lexicon import lemma
@@ -84,8 +84,10 @@ class Judge:
         words = [w for w in phrase.lower().split() if w]
         if not words:
             return None
-        forms = [" ".join(words[-2:]), " ".join([*words[-2:-1], lemma(words[-1])]), words[-1], lemma(words[-1])]
-        for form in forms if len(words) > 1 else forms[2:]:
+        last = words[-1]
+        singulars = [last, lemma(last), last[:-1] if last.endswith("s") else last]
+        forms = [" ".join([*words[-2:-1], s]) for s in singulars] if len(words) > 1 else []
+        for form in [*forms, *singulars]:
             if form in self.synonyms:
                 return self.synonyms[form] or None
         return None
@@ -126,17 +128,18 @@ def load_rows(split: str) -> list[dict]:
     return [r for r in rows if split == "both" or r["split"] == split]
 
 
-def receiver_normalized_scores(omega: np.ndarray, alpha: float, iters: int = 200) -> np.ndarray:
+def receiver_normalized_scores(omega: np.ndarray, alpha: float, prior: np.ndarray, iters: int = 200) -> np.ndarray:
     """The ranking the code had before: omega_ij divided by row j's sum (what j receives).
 
-    Iterated a fixed number of times and rescaled each step (it need not converge); only
-    its order is used, for ``rank_change``.
+    Same restart prior as the current ranking; iterated a fixed number of times and
+    rescaled each step (it need not converge); only its order is used, for ``rank_change``.
     """
     row = omega.sum(axis=1)
     p = np.divide(omega, row[None, :], out=np.zeros_like(omega), where=row[None, :] > 0)
-    r = np.full(len(omega), 1.0 - alpha)
+    restart = (1.0 - alpha) * prior
+    r = restart.copy()
     for _ in range(iters):
-        r = (1.0 - alpha) + alpha * (p @ r)
+        r = restart + alpha * (p @ r)
         r = r / max(1.0, float(np.abs(r).max()))
     return r
 
@@ -199,10 +202,33 @@ def evaluate(rows: list[dict], config: KeywordConfig, judge: Judge, n_boot: int)
         }
         for metric in ("top1", "present_k")
     }
+    out["ablations"] = ablations(rows, config, judge, embedder)
     out["mfpo_nonobject_keywords"] = [w for w, _ in nonobject_examples.most_common(15)]
     out["unjudged_heads"] = dict(unjudged.most_common())
     out["rank_change"] = rank_change(rows, ranked, config, embedder)
     out["items_without_candidates"] = sum(1 for c, _, _ in ranked if not c)
+    return out
+
+
+def ablations(rows: list[dict], config: KeywordConfig, judge: Judge, embedder: object) -> dict:
+    """top1_present / present_at_k of the ranking with one of our additions switched off."""
+    variants = {
+        "no_objectness_prior": config.model_copy(update={"objectness_prior": False}),
+        "no_objectness_filter": config.model_copy(update={"min_objectness": 0.0}),
+        "paper_damping_0.85": config.model_copy(update={"alpha_page": 0.85}),
+    }
+    out = {}
+    for name, cfg in variants.items():
+        top1, hits_total, kw_total = [], 0, 0
+        for row in rows:
+            cands, scores, topics = rank_candidates(row["text"], cfg, embedder)  # type: ignore[arg-type]
+            present = set(row["objects"])
+            picked = select_top_k(scores, cfg.top_k, topics) if cands else []
+            hits = [judge.category(cands[j].text) in present for j in picked]
+            hits_total, kw_total = hits_total + sum(hits), kw_total + len(picked)
+            if judge.text_categories(row["text"]) & present:
+                top1.append(float(bool(hits) and hits[0]))
+        out[name] = {"top1_present": round(float(np.mean(top1)), 4), "present_at_k": round(hits_total / kw_total, 4)}
     return out
 
 
@@ -214,7 +240,9 @@ def rank_change(rows: list[dict], ranked: list, config: KeywordConfig, embedder:
             continue
         vectors = embedder.embed([c.lemma for c in cands])  # type: ignore[attr-defined]
         omega, _ = build_graph(cands, vectors, len(tokenize(row["text"])), config)
-        old = receiver_normalized_scores(omega, config.alpha_page)
+        kinds = kind_probabilities([c.head for c in cands], embedder)  # type: ignore[arg-type]
+        prior = kinds[:, 0] + config.stuff_weight * kinds[:, 1] if config.objectness_prior else np.ones(len(cands))
+        old = receiver_normalized_scores(omega, config.alpha_page, prior)
         new_top = select_top_k(scores, config.top_k, topics)
         old_top = select_top_k(old.tolist(), config.top_k, topics)
         n += 1

@@ -82,6 +82,17 @@ STOP_MODIFIERS: frozenset[str] = frozenset(
 """Adjectives that quantify or locate rather than describe; they break a noun phrase
 ("several people" -> "people")."""
 
+PARTITIVE_NOUNS: frozenset[str] = frozenset(
+    """
+    herd flock crowd group bunch pair couple slice piece row stack pile set collection assortment variety lot
+    number array selection handful cluster line series bundle batch swarm pack team fleet display arrangement
+    mix sea roll plate bowl
+    """.split()
+)
+"""Nouns that, followed by "of", name a quantity or a part of what the "of" phrase names
+("a herd of zebras", "a slice of pizza", "rolls of toilet paper"): the candidate is the
+complement, not the partitive. ("plate"/"bowl" of food: the food is the object named.)"""
+
 # Groups of names for the same object class. Each name is a lemma (phrase_lemma form).
 _SYNONYM_GROUPS: tuple[frozenset[str], ...] = tuple(
     frozenset(g.split("|"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -30,6 +31,7 @@ from mfpo.keywords.graph import (
     semantic_similarity,
     topics,
 )
+from mfpo.keywords.objectness import KINDS, WEIGHTS_FILE, fit_softmax, kind_probabilities, noun_kinds, refit, softmax
 from mfpo.keywords.rank import iterations_needed, pagerank, transition_matrix
 from mfpo.regions.matching import match_by_embedding, match_keyword
 
@@ -103,7 +105,7 @@ def test_full_graph_on_three_candidates_by_hand():
     # A at token 0, B at 2, C at 6 of a 10-token answer; v(A) = v(C) (one topic), v(B) orthogonal.
     cands = [Candidate("a", "a", "a", (0,)), Candidate("b", "b", "b", (2,)), Candidate("c", "c", "c", (6,))]
     vectors = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
-    config = KeywordConfig(phi=1.0, gamma=0.5, rho=1.1, decay_lambda=1.0, topic_threshold=0.7)
+    config = KeywordConfig(phi=1.0, gamma=0.5, rho=1.1, decay_lambda=1.0, topic_threshold=0.7, normalize_positions=True)
     omega, topic_of = build_graph(cands, vectors, n_tokens=10, config=config)
     assert topic_of.tolist() == [0, 1, 0]
     # mu: AB = theta 1/3 + sigma 0; BC = 1/5 + 0; AC = 0 (same topic).
@@ -248,7 +250,8 @@ def test_extract_keywords_ranks_the_objects():
     kws = extract_keywords(text, KeywordConfig(top_k=4))
     assert {k.text for k in kws} == {"man", "brown horse", "beach", "small dog"}
     assert [k.score for k in kws] == sorted((k.score for k in kws), reverse=True)
-    assert kws[0].text == "brown horse"  # mentioned twice, linked to everything
+    # things before stuff (objectness prior), the subject first; the beach (stuff) is last
+    assert [k.text for k in kws] == ["man", "brown horse", "small dog", "beach"]
     cands, scores, topic_of = rank_candidates(text)
     assert len(cands) == len(scores) == len(topic_of) >= 4
     assert extract_keywords("It is sunny.") == []
@@ -278,3 +281,68 @@ def test_match_keyword_lemma_synonym_embedding():
     assert match_keyword("giraffe", labels, embedder=embedder, threshold=0.6) == []
     assert match_keyword("laptop", labels, embedder=None, threshold=0.6) == []
     assert match_by_embedding("laptop", labels, embedder, threshold=0.8) == []
+
+
+# --- objectness (ours: the candidate filter and the ranking prior) ------------------------
+
+
+def test_softmax_by_hand():
+    p = softmax(np.array([[0.0, math.log(3.0)], [5.0, 5.0]]))
+    np.testing.assert_allclose(p, [[0.25, 0.75], [0.5, 0.5]])
+
+
+def test_fit_softmax_separates_a_toy_problem():
+    x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [-1.0, -1.0], [-0.9, -1.1]])
+    y = np.array([0, 0, 1, 1, 2, 2])
+    w, b = fit_softmax(x, y, l2=1e-4, iters=2000, lr=1.0)
+    assert (softmax(x @ w.T + b).argmax(axis=1) == y).all()
+
+
+def test_noun_categories_are_consistent_and_cover_the_kinds():
+    kinds = noun_kinds()
+    assert kinds["dog"] == "thing" and kinds["grass"] == "stuff" and kinds["room"] == "none"
+    assert kinds["leather"] == "none" and kinds["game"] == "none" and kinds["skiing"] == "none"
+    assert set(kinds.values()) == set(KINDS) and len(kinds) > 1000
+
+
+def test_kind_probabilities_lexicon_then_classifier():
+    probs = kind_probabilities(["dog", "sky", "bedroom", "wheelbarrow", "saxophone", "loneliness", "negotiation"],
+                               get_embedder())
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    assert probs[0].tolist() == [1.0, 0.0, 0.0] and probs[1].tolist() == [0.0, 1.0, 0.0]
+    assert probs[2].tolist() == [0.0, 0.0, 1.0]
+    # not listed: classified from MiniLM vectors
+    assert probs[3, 0] + probs[3, 1] > 0.5 and probs[4, 0] > 0.5
+    assert probs[5, 2] > 0.5 and probs[6, 2] > 0.5
+
+
+def test_shipped_classifier_is_the_fit_of_the_shipped_categories():
+    fitted = refit(get_embedder())
+    shipped = json.loads(WEIGHTS_FILE.read_text())
+    np.testing.assert_allclose(np.array(fitted["W"]), np.array(shipped["W"]), atol=1e-5)
+    assert fitted["training_accuracy"] == shipped["training_accuracy"] > 0.8
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The photo shows a skate park where a person skiing passes a man.", ["person", "man"]),
+        ("A baseball game in a large room, with a leather bag on the floor.", ["leather bag", "floor"]),
+        ("A herd of zebras grazes by a slice of pizza and rolls of toilet paper.", ["zebras", "pizza", "toilet paper"]),
+    ],
+)
+def test_candidates_that_name_no_region_are_dropped(text, expected):
+    cands, _, _ = rank_candidates(text)
+    assert [c.text for c in cands] == expected
+
+
+def test_objectness_filter_and_prior_can_be_switched_off():
+    text = "A baseball game in a large room."
+    unfiltered = rank_candidates(text, KeywordConfig(min_objectness=0.0))[0]
+    assert [c.text for c in unfiltered] == ["baseball game", "large room"]
+    assert rank_candidates(text)[0] == []
+    plain = KeywordConfig(objectness_prior=False, min_objectness=0.0)
+    cands, scores, _ = rank_candidates("Grass under a dog.", plain)
+    assert [c.text for c in cands] == ["grass", "dog"] and select_top_k(scores, 1) == [0]  # position decides
+    cands, scores, _ = rank_candidates("Grass under a dog.")
+    assert scores[1] > scores[0]  # the thing outranks the stuff

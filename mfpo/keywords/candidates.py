@@ -24,7 +24,8 @@ from functools import lru_cache
 from lemminflect import getAllLemmas
 
 from mfpo.keywords.config import KeywordConfig
-from mfpo.lexicon import NON_VISUAL_NOUNS, STOP_MODIFIERS, lemma
+from mfpo.keywords.objectness import noun_kinds
+from mfpo.lexicon import NON_VISUAL_NOUNS, PARTITIVE_NOUNS, STOP_MODIFIERS, lemma
 
 _TOKEN = re.compile(
     r"[A-Za-z]+(?=n't\b)"  # "is" of "isn't"
@@ -118,12 +119,15 @@ def repair_tags(tokens: Sequence[str], tags: Sequence[str]) -> list[str]:
     Each rule uses lemminflect's lexicon to check that the new reading exists:
     1. verb after a determiner is a noun modifier: "a stop/VB sign" -> NN;
     2. verb between a singular noun and a finite verb is a noun: "teddy bear/VB sits" -> NN;
-    3. plural noun between a noun and a determiner is a verb: "surfer rides/NNS a" -> VBZ;
+    3. plural noun between a noun and a determiner, or between a plural noun and a
+       preposition/adverb, is a verb: "surfer rides/NNS a", "zebras grazes/NNS by" -> VBZ;
     4. participle between a determiner/adjective and a noun is an adjective: "a parked/VBN car";
     5. adjective with no adjective reading after a determiner, not before a noun or
        adjective, is a noun: "a t-shirt/JJ and" -> NN;
     6. sentence-initial noun before "that"/a determiner is an imperative: "Notice/NN that" -> VB;
-    7. "-ing" noun after a form of "be" before an object is a verb: "is reading/NN a paper" -> VBG.
+    7. "-ing" noun after a form of "be" before an object is a verb: "is reading/NN a paper" -> VBG;
+    8. "-ing" noun right after a noun is a participle unless the noun categories list it as a
+       physical thing: "person skiing/NN" -> VBG, but "the old building" stays a noun.
     """
     out = list(tags)
     n = len(tokens)
@@ -134,7 +138,9 @@ def repair_tags(tokens: Sequence[str], tags: Sequence[str]) -> list[str]:
             out[i] = "NN"
         elif tag in {"VB", "VBP"} and prev == "NN" and nxt in _VERB_AFTER_SUBJECT and _has_reading(tok, "NOUN"):
             out[i] = "NN"
-        elif tag == "NNS" and prev in _NOUN_TAGS and nxt in _OBJECT_START and _has_reading(tok, "VERB"):
+        elif tag == "NNS" and (
+            (prev in _NOUN_TAGS and nxt in _OBJECT_START) or (prev in {"NNS", "NNPS"} and nxt in {"IN", "RB", "DT"})
+        ) and _has_reading(tok, "VERB"):
             out[i] = "VBZ"
         elif (
             tag in _NOUN_TAGS
@@ -145,6 +151,14 @@ def repair_tags(tokens: Sequence[str], tags: Sequence[str]) -> list[str]:
             out[i] = "VB"
         elif tag == "NN" and tok.lower().endswith("ing") and prev_word(tokens, i) in _BE_FORMS and (
             nxt in _OBJECT_START or nxt in _NOUN_TAGS | _ADJ_TAGS
+        ):
+            out[i] = "VBG"
+        elif (
+            tag == "NN"
+            and tok.lower().endswith("ing")
+            and prev in {"NN", "NNS"}
+            and _has_reading(tok, "VERB")
+            and noun_kinds().get(lemma(tok)) not in ("thing", "stuff")
         ):
             out[i] = "VBG"
         elif tag in {"VBN", "VBG"} and prev in (_ADJ_TAGS | {"DT", "PRP$"}) and nxt in _NOUN_TAGS:
@@ -179,13 +193,17 @@ def noun_phrases(tokens: Sequence[str], tags: Sequence[str], config: KeywordConf
     A run longer than the limit keeps its last words (the head noun and nearest
     modifiers); runs shorter than ``config.min_phrase_words`` are dropped. A run that
     continues into a non-visual noun modifies it and is dropped ("a sandy gradient",
-    "a cozy atmosphere"); one that follows it is kept ("background trees" -> "trees").
+    "a cozy atmosphere"); one that follows it is kept ("background trees" -> "trees"). A run
+    headed by a partitive noun before "of" is dropped: "a herd of zebras" names the zebras
+    (:data:`mfpo.lexicon.PARTITIVE_NOUNS`; ours, not the paper's).
     """
     classes = "".join(_token_class(t, g, config) for t, g in zip(tokens, tags, strict=True))
     out = []
     for m in re.finditer(r"A*N+", classes):
         start, end = m.start(), m.end()
         if end < len(classes) and classes[end] == "V":
+            continue
+        if lemma(tokens[end - 1]) in PARTITIVE_NOUNS and next_word(tokens, end - 1) == "of":
             continue
         start = max(start, end - config.max_phrase_words)
         if end - start < config.min_phrase_words:

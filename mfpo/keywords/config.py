@@ -46,6 +46,17 @@ class KeywordConfig(ComponentConfig):
             "the image does not show them. Not in the paper; chosen answers often state absences."
         ),
     )
+    min_objectness: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Drop candidates whose head noun names a physical region (thing or stuff, "
+            "mfpo.keywords.objectness) with probability below this: places, events, activities, "
+            "abstractions and materials ('room', 'baseball game', 'skiing', 'leather'). 0 keeps every "
+            "candidate. Not in the paper, ours."
+        ),
+    )
     # -- graph (sec. 3.1 edge weights) ---------------------------------------------------
     topic_threshold: float = Field(
         default=0.7,
@@ -80,7 +91,7 @@ class KeywordConfig(ComponentConfig):
         ),
     )
     decay_lambda: float = Field(
-        default=1.0,
+        default=0.3,
         ge=0.0,
         description=(
             "lambda of the positional decay kappa_ij = exp(-lambda * l_i); with normalize_positions l_i "
@@ -88,15 +99,32 @@ class KeywordConfig(ComponentConfig):
         ),
     )
     normalize_positions: bool = Field(
-        default=True,
+        default=False,
         description=(
             "Divide l_i by the answer's token count in kappa, so the decay does not depend on answer "
             "length (unnormalized, a 200-token answer's last words would get exp(-200*lambda) ~ 0)."
         ),
     )
     # -- ranking -------------------------------------------------------------------------
+    objectness_prior: bool = Field(
+        default=True,
+        description=(
+            "Restart each candidate's PageRank with (1 - alpha_page) * q_i, q_i = P(thing) + "
+            "stuff_weight * P(stuff) of its head, instead of the paper's (1 - alpha_page): a candidate "
+            "that surely names an object starts with more score. Ours, not the paper's."
+        ),
+    )
+    stuff_weight: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Weight of P(stuff) in the prior q_i: regions without a countable shape (grass, sky, road) "
+            "count this much of an object (a thing) counts."
+        ),
+    )
     alpha_page: float = Field(
-        default=0.85, gt=0.0, lt=1.0, description="PageRank damping factor alpha_page (sec. 3.1)."
+        default=0.3, gt=0.0, lt=1.0, description="PageRank damping factor alpha_page (sec. 3.1)."
     )
     tol: float = Field(
         default=1e-6, gt=0.0, description="Stop iterating when max_i |r_new(k_i) - r(k_i)| < tol."
@@ -104,7 +132,10 @@ class KeywordConfig(ComponentConfig):
     max_iter: int = Field(
         default=200,
         ge=1,
-        description="Iteration limit; not converging by then is an error (the item fails, not silently).",
+        description=(
+            "Iteration budget; the ranking runs at least as many iterations as its proven bound needs "
+            "to reach tol (mfpo.keywords.rank.pagerank), so the result converges on every input."
+        ),
     )
     top_k: int = Field(default=3, ge=1, description="Number of keywords K selected per answer.")
     one_per_topic: bool = Field(
