@@ -120,3 +120,26 @@ def test_report_config_is_checked(tmp_path):
     result = CliRunner().invoke(app, ["eval", "report", "--config", str(tmp_path / "mm.json"), "--model", "m",
                                       "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "need a `judge`" in result.output
+
+
+def _readme_section() -> str:
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    return text.split("## Evaluate", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_evaluate_section_matches_the_commands():
+    section = _readme_section()
+    config = section.split("```json\n", 1)[1].split("```", 1)[0]
+    parsed = ReportConfig.model_validate(json.loads(config))
+    assert parsed.pope is not None and parsed.needs_judge and parsed.judge is not None
+    commands = section.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    lines = [line.split("#")[0].split() for line in commands.splitlines() if line.startswith("mfpo eval")]
+    seen = set()
+    for words in lines:
+        path = words[2:4] if words[2] == "score" else words[2:3]
+        seen.add(" ".join(path))
+        help_text = CliRunner().invoke(app, ["eval", *path, "--help"], terminal_width=200).output
+        for option in (w for w in words if w.startswith("--")):
+            assert option in help_text, (path, option)
+    assert seen == {"generate", "score chair", "score pope", "score amber", "score mmhal", "score llava-bench",
+                    "probe", "report"}
