@@ -309,6 +309,7 @@ def test_eval_is_a_gpu_job_behind_the_eval_profile_from_the_run_to_the_object_st
     import typer
     from typer.main import get_command
 
+    from mfpo.eval.cli import eval_app
     from trainer.cli import merge
 
     service = _services()["eval"]
@@ -332,6 +333,7 @@ def test_eval_is_a_gpu_job_behind_the_eval_profile_from_the_run_to_the_object_st
     merge_app = typer.Typer()
     merge_app.command()(merge)
     get_command(merge_app).make_context("mfpo merge", merge_line[2:])  # flags `mfpo merge` accepts
+    get_command(eval_app).commands["report"].make_context("mfpo eval report", report_line[3:])
     assert "/tmp/mfpo-eval/model" in merge_line and "/tmp/mfpo-eval/model" in report_line
     assert publish_line == ["exec", "python", "-m", "trainer.publish", "/tmp/mfpo-eval/report",
                             _default(env["MFPO_EVAL_OUTPUT"])]

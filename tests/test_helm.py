@@ -572,6 +572,8 @@ def test_the_eval_job_waits_for_the_run_then_merges_evaluates_and_publishes() ->
     import typer
     from typer.main import get_command
 
+    from mfpo.eval.benchmarks import ReportConfig
+    from mfpo.eval.cli import eval_app
     from trainer.cli import merge as merge_command
 
     values = merge(chart().values, SCENARIOS["eval"])
@@ -592,8 +594,11 @@ def test_the_eval_job_waits_for_the_run_then_merges_evaluates_and_publishes() ->
     assert _flags(step["args"]) == {"--config": "/etc/mfpo/eval/config.json", "--model": "/tmp/mfpo-eval/model",
                                     "--out": "/tmp/mfpo-eval/report", "--compare": values["trainer"]["model"],
                                     "--dtype": "bfloat16"}
+    get_command(eval_app).commands["report"].make_context("mfpo eval report", list(step["args"]))
     (config_map,) = [c for c in of_kind(docs, "ConfigMap") if component(c) == "eval"]
     assert json.loads(config_map["data"]["config.json"]) == values["eval"]["config"]
+    for config in (values["eval"]["config"], chart().values["eval"]["config"]):  # the scenario's and the default
+        ReportConfig.model_validate(config)  # what `mfpo eval report --config` will accept
     mounts = {m["mountPath"]: m for m in step["volumeMounts"]}
     assert mounts["/etc/mfpo/eval"]["name"] == "eval-config" and mounts["/benchmarks"]["readOnly"] is True
     volumes = {v["name"]: v for v in spec["volumes"]}
