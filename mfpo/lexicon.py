@@ -149,7 +149,7 @@ _SYNONYM_GROUPS: tuple[frozenset[str], ...] = tuple(
         "mouse|computer mouse",
         "sink|basin|washbasin",
         "toilet|lavatory",
-        "ball|football|soccer ball",
+        "ball|football|soccer ball|sports ball",
         "stop sign|stop signal",
         "traffic light|traffic signal|stoplight",
         "street sign|road sign",
@@ -204,6 +204,21 @@ _HYPERNYMS: dict[str, frozenset[str]] = {
         "building": "house|tower|church|skyscraper|barn|shop|store|restaurant|station",
     }.items()
 }
+
+
+COCO_CATEGORIES: tuple[str, ...] = tuple(
+    name.replace("_", " ")
+    for name in """
+    person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign parking_meter bench
+    bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag tie suitcase frisbee ski
+    snowboard sports_ball kite baseball_bat baseball_glove skateboard surfboard tennis_racket bottle wine_glass cup fork
+    knife spoon bowl banana apple sandwich orange broccoli carrot hot_dog pizza doughnut cake chair couch potted_plant
+    bed table toilet tv laptop mouse remote keyboard cell_phone microwave oven toaster sink refrigerator book clock
+    vase scissors teddy_bear hair_drier toothbrush
+    """.split()
+)
+"""The 80 COCO object categories, as lemmas of our synonym table ("doughnut", "ski", "table").
+Each is an object class of its own: two of them never name the same region."""
 
 
 @lru_cache(maxsize=65536)
@@ -285,9 +300,14 @@ def synonyms(word: str) -> set[str]:
 
 
 def hypernyms(word: str) -> set[str]:
-    """Broader classes that ``word`` belongs to in the shipped table ("man" -> {"person"})."""
-    names = synonyms(word)
-    return {broad for broad, narrow in _HYPERNYMS.items() if names & narrow}
+    """Broader classes of ``word`` in the shipped table, transitively ("pigeon" -> {"bird", "animal"})."""
+    found: set[str] = set()
+    frontier = synonyms(word)
+    while frontier:
+        broader = {broad for broad, narrow in _HYPERNYMS.items() if frontier & narrow} - found
+        found |= broader
+        frontier = set().union(*(synonyms(b) for b in broader)) if broader else set()
+    return found
 
 
 def same_object_class(a: str, b: str) -> bool:
@@ -296,3 +316,38 @@ def same_object_class(a: str, b: str) -> bool:
     if syn_a & syn_b:
         return True
     return bool((hypernyms(a) & syn_b) or (hypernyms(b) & syn_a))
+
+
+KNOWN_NAMES: frozenset[str] = frozenset(
+    set().union(*_SYNONYM_GROUPS)
+    | set(_HYPERNYMS)
+    | set().union(*_HYPERNYMS.values())
+    | set(COCO_CATEGORIES)
+)
+"""Every object name our tables place in a class (synonym groups, hypernym table, COCO)."""
+
+
+def object_name(phrase: str) -> str:
+    """The name a phrase is judged by: its core phrase's last two words if they are a known
+    name ("a brown teddy bear" -> "teddy bear"), else its head lemma ("red cups" -> "cup")."""
+    words_ = core_phrase(phrase).split()
+    if len(words_) >= 2 and synonyms(" ".join(words_[-2:])) & KNOWN_NAMES:
+        return " ".join(words_[-2:])
+    return words_[-1] if words_ else ""
+
+
+def distinct_objects(a: str, b: str) -> bool:
+    """True if ``a`` and ``b`` certainly name different objects.
+
+    Both names (by :func:`object_name`) are in our tables and they are neither synonyms
+    nor hypernym and hyponym: two COCO categories (car / truck, skateboard / surfboard,
+    sofa / chair) or two siblings under one broader class (boy / girl, dog / cat). False
+    for "cup" / "mug" (synonyms), "man" / "person" (hyponym), or when either name is
+    unknown to the tables (then nothing is certain).
+    """
+    name_a, name_b = object_name(a), object_name(b)
+    if not name_a or not name_b:
+        return False
+    if not (synonyms(name_a) & KNOWN_NAMES and synonyms(name_b) & KNOWN_NAMES):
+        return False
+    return not same_object_class(name_a, name_b)
