@@ -18,7 +18,7 @@ from mfpo.eval.config import GenerationConfig, ModelSpec
 from mfpo.eval.hf_runner import HFLlavaRunner
 from mfpo.eval.model import resolve_spec
 from mfpo.eval.prompts import load_prompt_image, read_prompts
-from mfpo.eval.rows import id_key_of, read_rows
+from mfpo.eval.rows import RowsError, id_key_of, read_rows
 from mfpo.eval.runner import GenerationRequest, existing_answer_ids, generate_answers
 from mfpo.models.tiny_llava import write_tiny_llava, write_tiny_llava_next
 
@@ -80,6 +80,10 @@ def test_generation_resumes_and_repairs_a_cut_last_line(assets, runner, tmp_path
     full = tmp_path / "full.jsonl"
     generate_answers(prompts, runner, full, assets["images"], FAST, "question_id")
     assert _texts(out) == _texts(full) and len(read_rows(out)) == 8
+    other = CountingRunner()  # another model must not resume (and mix into) this file
+    with pytest.raises(RowsError, match="holds answers of model 'llava', not 'counting'"):
+        generate_answers(prompts, other, out, assets["images"], FAST, "question_id")
+    assert other.seen == []
 
 
 class CountingRunner:

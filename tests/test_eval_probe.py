@@ -16,7 +16,14 @@ from mfpo.cli import app
 from mfpo.eval.config import ModelSpec, ProbeConfig
 from mfpo.eval.hf_runner import chat_prompt
 from mfpo.eval.model import load_llava
-from mfpo.eval.probe import compare_probes, load_probe_items, noise_image, run_probe, summarize_probe
+from mfpo.eval.probe import (
+    compare_probes,
+    load_probe_items,
+    noise_image,
+    probe_images,
+    run_probe,
+    summarize_probe,
+)
 from mfpo.models.tiny_llava import write_tiny_llava
 from mfpo.pipeline.config import GenerateConfig
 from mfpo.pipeline.embedded import run_generate
@@ -58,12 +65,13 @@ def test_probe_rows_match_an_independent_log_prob_computation(assets, model):
     rows = run_probe(net, processor, device, items, config)
     assert [r["id"] for r in rows] == [i.id for i in items] and len(rows) == 5
     for item, row in zip(items[:2], rows[:2], strict=True):
-        assert row["logp_chosen"] == pytest.approx(_logp(net, processor, item.question, item.chosen, item.image),
+        image, rejected, noise = probe_images(item, config)
+        assert row["logp_chosen"] == pytest.approx(_logp(net, processor, item.question, item.chosen, image),
                                                    abs=1e-3)
         assert row["logp_chosen_rejected_image"] == pytest.approx(
-            _logp(net, processor, item.question, item.chosen, item.rejected_image), abs=1e-3)
+            _logp(net, processor, item.question, item.chosen, rejected), abs=1e-3)
         assert row["logp_rejected_noise"] == pytest.approx(
-            _logp(net, processor, item.question, item.rejected, item.noise_image), abs=1e-3)
+            _logp(net, processor, item.question, item.rejected, noise), abs=1e-3)
     for r in rows:
         assert r["text_margin"] == pytest.approx(r["logp_chosen"] - r["logp_rejected"])
         assert r["image_margin"] == pytest.approx(r["logp_chosen"] - r["logp_chosen_rejected_image"])
@@ -79,15 +87,17 @@ def test_probe_rows_match_an_independent_log_prob_computation(assets, model):
 
 def test_full_noise_image_destroys_the_content(assets):
     items = load_probe_items(assets["dataset"], ProbeConfig(limit=2))
-    image = np.asarray(items[0].image, dtype=np.float64)
-    noisy = np.asarray(items[0].noise_image, dtype=np.float64)
-    assert items[0].noise_image.size == items[0].image.size
+    assert len(items) == 2
+    original, _, noise = probe_images(items[0], ProbeConfig())
+    image = np.asarray(original, dtype=np.float64)
+    noisy = np.asarray(noise, dtype=np.float64)
+    assert noise.size == original.size
     assert abs(np.corrcoef(image.ravel(), noisy.ravel())[0, 1]) < 0.1  # t=999: nothing of the image is left
-    again = noise_image(items[0].image, items[0].id, ProbeConfig())
-    assert np.array_equal(np.asarray(again), np.asarray(items[0].noise_image))  # seeded by item id
-    other = np.asarray(noise_image(items[0].image, items[1].id, ProbeConfig()))
-    assert not np.array_equal(other, np.asarray(items[0].noise_image))
-    mild = np.asarray(noise_image(items[0].image, items[0].id, ProbeConfig(noise_step=50)), dtype=np.float64)
+    again = noise_image(original, items[0].id, ProbeConfig())
+    assert np.array_equal(np.asarray(again), np.asarray(noise))  # seeded by item id
+    other = np.asarray(noise_image(original, items[1].id, ProbeConfig()))
+    assert not np.array_equal(other, np.asarray(noise))
+    mild = np.asarray(noise_image(original, items[0].id, ProbeConfig(noise_step=50)), dtype=np.float64)
     assert np.corrcoef(image.ravel(), mild.ravel())[0, 1] > 0.5
 
 

@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 from mfpo.cli import app
 from mfpo.eval.benchmarks import ReportConfig
 from mfpo.eval.chair import score_chair_files
+from mfpo.eval.config import ModelSpec
 from mfpo.eval.pope import score_pope
+from mfpo.eval.report import claim_run_dir
 from mfpo.eval.rows import read_rows
 from mfpo.eval.table import markdown_table
 from mfpo.models.tiny_llava import write_tiny_llava
@@ -56,7 +58,7 @@ def _setup(root: Path) -> Path:
     return root / "report.json"
 
 
-def test_train_then_report_base_vs_trained(tmp_path):
+def test_train_then_report_base_vs_trained(tmp_path, monkeypatch):
     config = _setup(tmp_path)
     out = tmp_path / "out"
     args = ["eval", "report", "--config", str(config), "--model", str(tmp_path / "run" / "final"), "--compare",
@@ -98,13 +100,24 @@ def test_train_then_report_base_vs_trained(tmp_path):
     assert report["probe_rewards"]["n"] == 4
     assert report["plots"] == ["probe.png", "benchmarks.png"]
     assert all((out / p).read_bytes()[:8] == PNG for p in report["plots"])
-    # a second run resumes: no answer is generated again and the numbers stay
+    # a second run resumes: no answer is generated and no probe log-prob computed again; the numbers stay
+    def no_forward(*args, **kwargs):
+        raise AssertionError("the probe ran again")
+
+    monkeypatch.setattr("mfpo.eval.probe.answer_logps", no_forward)
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
     second = json.loads((out / "report.json").read_text())
     assert all(g["written"] == 0 for run in second["runs"].values() for g in run["generation"].values())
     assert second["runs"]["base"]["generation"]["pope_coco_random"]["resumed"] == 8
     assert second["table"] == table
+
+
+def test_a_run_folder_belongs_to_one_model(tmp_path):
+    claim_run_dir(tmp_path / "run", ModelSpec(model="a"))
+    claim_run_dir(tmp_path / "run", ModelSpec(model="a"))  # the same model resumes
+    with pytest.raises(ValueError, match="use another --out"):
+        claim_run_dir(tmp_path / "run", ModelSpec(model="a", adapter="b"))
 
 
 def test_report_config_is_checked(tmp_path):

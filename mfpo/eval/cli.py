@@ -192,10 +192,11 @@ def score_mmhal_cmd(
     """MMHal-Bench: judge rating 0-6, hallucination rate, per question type."""
     from mfpo.eval.judge import JudgeError
     from mfpo.eval.mmhal import score_mmhal_files
+    from mfpo.eval.rows import read_rows
 
     judge = _judge(judge_url, judge_key, judge_model, judge_hf)
     try:
-        with _bar("judge", 0) as update:
+        with _bar("judge", len(read_rows(template))) as update:
             result = score_mmhal_files(answers, template, judge, reviews, progress=update)
     except (ValueError, OSError, KeyError, JudgeError) as exc:
         _fail(str(exc))
@@ -218,10 +219,11 @@ def score_llava_bench_cmd(
     """LLaVA-Bench: relative score (model / reference x 100) per category."""
     from mfpo.eval.judge import JudgeError
     from mfpo.eval.llava_bench import score_llava_bench_files
+    from mfpo.eval.rows import read_rows
 
     judge = _judge(judge_url, judge_key, judge_model, judge_hf)
     try:
-        with _bar("judge", 0) as update:
+        with _bar("judge", len(read_rows(questions))) as update:
             result = score_llava_bench_files(questions, context, reference, answers, judge, reviews, progress=update)
     except (ValueError, OSError, KeyError, JudgeError) as exc:
         _fail(str(exc))
@@ -256,14 +258,17 @@ def probe_cmd(
         specs["base"] = _spec(compare, None, device, dtype, "base")
     specs["model" if not compare else "trained"] = _spec(model, adapter, device, dtype,
                                                         "trained" if compare else "model")
-    items = load_probe_items(dataset, config)
     runs: dict[str, list[dict[str, Any]]] = {}
-    for name, spec in specs.items():
-        net, processor, dev = load_llava(spec)
-        with _bar(f"probe {name}", len(items)) as update:
-            runs[name] = run_probe(net, processor, dev, items, config, update)
-        write_jsonl(out / f"probe_{name}.jsonl", runs[name])
-        del net
+    try:
+        items = load_probe_items(dataset, config)
+        for name, spec in specs.items():
+            net, processor, dev = load_llava(spec)
+            with _bar(f"probe {name}", len(items)) as update:
+                runs[name] = run_probe(net, processor, dev, items, config, update)
+            write_jsonl(out / f"probe_{name}.jsonl", runs[name])
+            del net
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
     summary: dict[str, Any] = {name: summarize_probe(rows) for name, rows in runs.items()}
     if len(runs) == 2:
         summary["rewards"] = compare_probes(runs["base"], runs["trained"])

@@ -53,7 +53,8 @@ class HFLlavaRunner:
         batch = {k: v.to(self.device) for k, v in batch.items()}
         options: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "num_beams": config.num_beams,
                                    "do_sample": config.do_sample,
-                                   "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id}
+                                   "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                                   else tokenizer.eos_token_id}
         if config.do_sample:
             torch.manual_seed(config.seed)
             options |= {"temperature": config.temperature, "top_p": config.top_p}

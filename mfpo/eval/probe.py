@@ -41,15 +41,14 @@ from mfpo.perturbation.schedule import alpha_bar
 
 @dataclass(frozen=True)
 class ProbeItem:
-    """One preference item with its three images."""
+    """One preference item; its images are read batch by batch (:func:`probe_images`), never all at once."""
 
     id: str
     question: str
     chosen: str
     rejected: str
-    image: Image.Image
-    rejected_image: Image.Image
-    noise_image: Image.Image
+    image_path: Path
+    rejected_image_path: Path
 
 
 def noise_image(image: Image.Image, item_id: str, config: ProbeConfig) -> Image.Image:
@@ -65,19 +64,25 @@ def load_probe_items(dataset_dir: Path, config: ProbeConfig) -> list[ProbeItem]:
     """The items of a dataset folder (``dataset.jsonl`` + images, as ``mfpo generate`` writes it)."""
     from mfpo.pipeline.dataset import read_dataset
 
+    root = Path(dataset_dir)
     items: list[ProbeItem] = []
-    for record in read_dataset(Path(dataset_dir)):
+    for record in read_dataset(root):
         if config.limit is not None and len(items) >= config.limit:
             break
-        with Image.open(Path(dataset_dir) / record.image) as im:
-            image = im.convert("RGB")
-        with Image.open(Path(dataset_dir) / record.rejected_image) as im:
-            rejected = im.convert("RGB")
-        items.append(ProbeItem(record.id, record.question, record.chosen, record.rejected, image, rejected,
-                               noise_image(image, record.id, config)))
+        items.append(ProbeItem(record.id, record.question, record.chosen, record.rejected, root / record.image,
+                               root / record.rejected_image))
     if not items:
         raise ValueError(f"{dataset_dir}: the dataset has no items to probe")
     return items
+
+
+def probe_images(item: ProbeItem, config: ProbeConfig) -> tuple[Image.Image, Image.Image, Image.Image]:
+    """(original m, rejected m', full-noise n) of ``item``, RGB."""
+    with Image.open(item.image_path) as im:
+        image = im.convert("RGB")
+    with Image.open(item.rejected_image_path) as im:
+        rejected = im.convert("RGB")
+    return image, rejected, noise_image(image, item.id, config)
 
 
 def run_probe(model: Any, processor: Any, device: torch.device, items: Sequence[ProbeItem], config: ProbeConfig,
@@ -87,11 +92,11 @@ def run_probe(model: Any, processor: Any, device: torch.device, items: Sequence[
     model.eval()
     for start in range(0, len(items), config.batch_size):
         chunk = items[start : start + config.batch_size]
+        images = [probe_images(i, config) for i in chunk]
         args = ([i.id for i in chunk], [i.question for i in chunk], [i.chosen for i in chunk],
                 [i.rejected for i in chunk])
-        clean = answer_logps(model, processor, device, *args, [i.image for i in chunk],
-                             [i.rejected_image for i in chunk])
-        noisy = answer_logps(model, processor, device, *args, [i.noise_image for i in chunk], None)
+        clean = answer_logps(model, processor, device, *args, [m[0] for m in images], [m[1] for m in images])
+        noisy = answer_logps(model, processor, device, *args, [m[2] for m in images], None)
         for k, item in enumerate(chunk):
             w, lose, w_perturbed = (float(clean[n][k]) for n in ("chosen", "rejected", "chosen_perturbed"))
             w_noise, lose_noise = float(noisy["chosen"][k]), float(noisy["rejected"][k])

@@ -56,12 +56,28 @@ def generation_jobs(config: ReportConfig) -> list[tuple[str, Path, Path]]:
     return jobs
 
 
+def claim_run_dir(run_dir: Path, spec: ModelSpec) -> None:
+    """Record which model a run folder's answers come from (``model.json``); a rerun with another model there is an
+    error rather than a report that mixes two models' answers."""
+    import json
+
+    marker = run_dir / "model.json"
+    mine = {"model": spec.model, "adapter": spec.adapter}
+    if marker.is_file():
+        theirs = json.loads(marker.read_text(encoding="utf-8"))
+        if theirs != mine:
+            raise ValueError(f"{run_dir} holds the answers of {theirs}, not {mine}: use another --out")
+        return
+    write_json(marker, mine)
+
+
 def generate_and_probe(config: ReportConfig, spec: ModelSpec, run_dir: Path, progress: Progress) -> dict[str, Any]:
     """Answers for every benchmark and the probe rows of one model; returns the generation summaries."""
     from mfpo.eval.hf_runner import HFLlavaRunner
     from mfpo.eval.prompts import read_prompts
     from mfpo.eval.runner import generate_answers
 
+    claim_run_dir(run_dir, spec)
     runner = HFLlavaRunner.load(spec)
     done: dict[str, Any] = {}
     try:
@@ -76,9 +92,14 @@ def generate_and_probe(config: ReportConfig, spec: ModelSpec, run_dir: Path, pro
             from mfpo.eval.probe import load_probe_items, run_probe
 
             items = load_probe_items(config.probe_dataset, config.probe)
+            path = run_dir / "probe.jsonl"
+            have = {str(r["id"]): r for r in read_rows(path)} if path.is_file() else {}
+            missing = [i for i in items if i.id not in have]
             with progress(f"{spec.label} probe", len(items)) as update:
-                rows_out = run_probe(runner.model, runner.processor, runner.device, items, config.probe, update)
-            write_jsonl(run_dir / "probe.jsonl", rows_out)
+                update(len(items) - len(missing))
+                fresh = {str(r["id"]): r for r in run_probe(runner.model, runner.processor, runner.device, missing,
+                                                           config.probe, update)}
+            write_jsonl(path, [have.get(i.id) or fresh[i.id] for i in items])
     finally:
         del runner
         gc.collect()

@@ -59,9 +59,10 @@ class GenerateSummary:
                 "failures": dict(list(self.failed.items())[:20]), "output": self.output}
 
 
-def existing_answer_ids(path: Path) -> set[str]:
+def existing_answer_ids(path: Path, model_id: str | None = None) -> set[str]:
     """Question ids already answered in ``path`` (as strings). A truncated last line (a run killed mid-write) is
-    cut off the file; any other unreadable line is an error."""
+    cut off the file; any other unreadable line is an error, and so is an answer of another ``model_id`` (resuming
+    must not mix two models' answers in one file)."""
     path = Path(path)
     if not path.is_file():
         return set()
@@ -83,6 +84,9 @@ def existing_answer_ids(path: Path) -> set[str]:
             raise RowsError(f"{path}, line {n + 1}: not valid JSON; fix or remove the answer file") from None
         if "question_id" not in row:
             raise RowsError(f"{path}, line {n + 1}: an answer without question_id")
+        if model_id is not None and row.get("model_id", model_id) != model_id:
+            raise RowsError(f"{path} holds answers of model {row['model_id']!r}, not {model_id!r}: write to another "
+                            "file (or delete it to start over)")
         ids.add(str(row["question_id"]))
         good += len(line) + 1
     return ids
@@ -111,7 +115,7 @@ def generate_answers(
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    done = existing_answer_ids(out_path)
+    done = existing_answer_ids(out_path, runner.name)
     todo = list(prompts[: config.limit] if config.limit else prompts)
     summary = GenerateSummary(resumed=sum(p.id in done for p in todo), output=str(out_path))
     todo = [p for p in todo if p.id not in done]
