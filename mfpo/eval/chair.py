@@ -1,7 +1,7 @@
 """CHAIR (Rohrbach et al., 2018) for Object HalBench: CHAIR_s, CHAIR_i, object recall and answer length.
 
 Reproduces ``chair.py`` of Rohrbach et al. (LisaAnne/Hallucination) as the standalone copy
-used by Object HalBench evaluations (Maxlinn/CHAIR-metric-standalone, also in OPERA) runs it:
+that Object HalBench evaluations run (Maxlinn/CHAIR-metric-standalone and its many copies) does:
 
 - vocabulary: ``data/chair_synonyms.txt`` (the reference ``synonyms.txt``: 80 COCO classes,
   first word of a line is the class), read as the reference reads it, ``line.strip().split(', ')``
