@@ -4,7 +4,11 @@ from mfpo.perturbation.config import PerturbationConfig
 from mfpo.perturbation.noise import (
     forward_diffuse,
     from_model_space,
+    nearest_index,
+    noise_field_shape,
+    noise_gain,
     perturb_in_mask,
+    resampling_gain,
     sample_noise,
     to_model_space,
 )
@@ -15,7 +19,11 @@ __all__ = [
     "alpha_bar",
     "forward_diffuse",
     "from_model_space",
+    "nearest_index",
+    "noise_field_shape",
+    "noise_gain",
     "perturb_in_mask",
+    "resampling_gain",
     "sample_noise",
     "to_model_space",
 ]

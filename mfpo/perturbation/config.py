@@ -28,6 +28,26 @@ class PerturbationConfig(ComponentConfig):
     )
     beta_start: float = Field(default=1e-4, gt=0, lt=1, description="beta_1 of the linear schedules.")
     beta_end: float = Field(default=0.02, gt=0, lt=1, description="beta_T of the linear schedules.")
+    model_resolution: int | None = Field(
+        default=336,
+        ge=1,
+        description=(
+            "Shorter side, in pixels, of the image the trained model sees: the noise eps is drawn on a grid "
+            "of this resolution (the image's aspect ratio) and upsampled to the image by nearest neighbour, "
+            "so the model's processor does not average it away and 'noise_step' means the same corruption "
+            "for every source resolution. 336 = LLaVA-1.5 (CLIP ViT-L/14-336); LLaVA-NeXT's anyres grid sees "
+            "up to 672. None draws one noise value per native pixel (weaker on large images). Ours, not the "
+            "paper's."
+        ),
+    )
+    compensate_resampling: bool = Field(
+        default=True,
+        description=(
+            "Scale the noise so that what survives the processor's bicubic resize to model_resolution has the "
+            "DDPM variance 1 - a_t (the resize low-passes even block noise: a 2x downscale keeps ~58% of its "
+            "variance). Only with model_resolution set."
+        ),
+    )
 
     @model_validator(mode="after")
     def _step_in_schedule(self) -> PerturbationConfig:
