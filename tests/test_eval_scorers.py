@@ -215,3 +215,17 @@ def test_amber_similarity_is_pluggable(amber_data):
 def test_amber_refuses_unknown_ids(amber_data):
     with pytest.raises(RowsError, match="not in annotations"):
         score_amber([{"id": 77, "response": "Yes"}], amber_data)
+
+
+
+def test_amber_minilm_near_synonyms(amber_data):
+    from mfpo.eval.amber import minilm_similarity
+
+    similar = minilm_similarity(0.75)  # MiniLM cosines: dog~puppy 0.80, dog~cat 0.66, dog~airplane 0.34
+    assert similar("dog", "puppy") and not similar("dog", "cat") and not similar("dog", "airplane")
+    data = AmberData(amber_data.annotations, {**amber_data.association, "puppy": []}, amber_data.safe_words)
+    exact = generative_item(["puppy", "cat"], ["dog"], ["cat"], data, lambda a, b: a == b)
+    near = generative_item(["puppy", "cat"], ["dog"], ["cat"], data, similar)
+    assert exact["hallucinated"] == ["puppy", "cat"] and exact["covered_objects"] == []
+    assert near["hallucinated"] == ["cat"] and near["covered_objects"] == ["dog"]
+    assert near["cognitive_objects"] == ["cat"]
