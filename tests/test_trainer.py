@@ -38,11 +38,15 @@ def _metrics(out: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("loss", ["mfpo", "dpo", "mdpo", "adavip"])
-def test_thirty_steps_lower_the_loss(assets, loss):
+def test_sixty_steps_lower_the_loss(assets, loss):
+    # The first and last 5 steps are easy and hard items (the curriculum): with 20 steps per
+    # stage training outweighs that difference; with 10 the image margin's trend was a coin flip
+    # that flipped when the keyword stage changed which regions are noised (issue 13).
     out = assets["root"] / f"run-{loss}"
-    summary = train(TrainConfig(loss=loss, **FAST), str(assets["dataset"]), str(assets["model"]), out)
+    config = TrainConfig(loss=loss, **{**FAST, "max_steps": 60, "epochs_per_stage": 10})
+    summary = train(config, str(assets["dataset"]), str(assets["model"]), out)
     lines = _metrics(out)
-    assert summary["steps"] == 30 and len(lines) == 30 and [m["step"] for m in lines] == list(range(1, 31))
+    assert summary["steps"] == 60 and len(lines) == 60 and [m["step"] for m in lines] == list(range(1, 61))
     first, last = sum(m["loss"] for m in lines[:5]) / 5, sum(m["loss"] for m in lines[-5:]) / 5
     assert last < first, (loss, first, last)
     assert {"step", "stage", "loss", "lr", "rewards/chosen"} <= set(lines[0])

@@ -42,3 +42,35 @@ def test_entropy_tertiles_and_plan():
     assert stage_plan(ids, entropies, "none", 1) == [("all", ids)]
     with pytest.raises(ValueError, match="valid: easy-to-hard, none"):
         stage_plan(ids, entropies, "hard-first", 1)  # type: ignore[arg-type]
+
+
+def _steps(n_items, batch_size, accumulation, curriculum="easy-to-hard", epochs=1):
+    from trainer.config import TrainConfig
+    from trainer.loop import plan_micro_batches, plan_steps
+
+    config = TrainConfig(batch_size=batch_size, gradient_accumulation_steps=accumulation, curriculum=curriculum,
+                         epochs_per_stage=epochs)
+    ids = [f"i{k:02d}" for k in range(n_items)]
+    entropies = [k / n_items for k in range(n_items)]
+    steps = plan_steps(config, ids, entropies)
+    flat = [m for s in steps for m in s.micro_batches]
+    assert flat == plan_micro_batches(config, ids, entropies)  # every micro-batch once, in order
+    assert all(m.stage == s.stage for s in steps for m in s.micro_batches)  # a step never spans two stages
+    return [(s.stage, len(s.micro_batches)) for s in steps]
+
+
+@pytest.mark.parametrize(
+    ("n_items", "batch_size", "accumulation", "curriculum", "epochs", "expected"),
+    [
+        # the audit's case: 4 items per stage = 2 micro-batches, fewer than the accumulation of 4
+        (12, 2, 4, "easy-to-hard", 1, [("easy", 2), ("medium", 2), ("hard", 2)]),
+        # tertiles 5 / 4 / 4 -> micro-batches 3 / 2 / 2 per epoch; two epochs; tails of 1 still step
+        (13, 2, 3, "easy-to-hard", 2, [("easy", 3), ("easy", 3), ("medium", 3), ("medium", 1), ("hard", 3),
+                                       ("hard", 1)]),
+        (7, 3, 2, "easy-to-hard", 1, [("easy", 1), ("medium", 1), ("hard", 1)]),
+        (12, 2, 4, "none", 1, [("all", 4), ("all", 2)]),
+        (12, 2, 1, "easy-to-hard", 1, [("easy", 1)] * 2 + [("medium", 1)] * 2 + [("hard", 1)] * 2),
+    ],
+)
+def test_optimizer_steps_for_awkward_sizes(n_items, batch_size, accumulation, curriculum, epochs, expected):
+    assert _steps(n_items, batch_size, accumulation, curriculum, epochs) == expected

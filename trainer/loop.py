@@ -4,22 +4,26 @@ Order of work (MFPO sec. 3.2-3.3): load and check the dataset -> reference pass 
 it) -> rank items by the reference's entropy -> train the stages easy, medium, hard (or all
 at once) with the chosen loss, one forward over the three sequences of each item per step.
 
-The micro-batch order is a pure function of (seed, curriculum block), so a run restarted
-from a checkpoint (``accelerator.save_state``: weights, optimizer, RNG) skips the micro-batches
-it already did and continues with exactly the batches, and metrics, of an uninterrupted run.
+The optimizer steps (:func:`plan_steps`: micro-batches grouped by ``gradient_accumulation_steps``
+within one curriculum stage, a stage's shorter tail stepping on its own) are a pure function
+of (seed, curriculum block), so a run restarted from a checkpoint (``accelerator.save_state``:
+weights, optimizer, RNG) skips the steps it already did and continues with exactly the
+batches, and metrics, of an uninterrupted run. The reference pass runs on the prepared model
+under the same autocast as the policy, so log pi/pi_ref is 0 at step 0 in every precision.
 
 Outputs in ``output_dir`` (a folder, or ``s3://bucket/prefix``: the run works in a local staging
 folder mirrored to the bucket at every checkpoint and at the end, and a restarted run first
 fetches what the bucket holds, so it resumes from there): ``metrics.jsonl`` (one line per
-logging step: step, stage, loss, lr and every loss metric), ``tb/`` (TensorBoard),
+logging step: step, stage, micro_batches, loss, lr and every loss metric, means over the
+step's micro-batches), ``tb/`` (TensorBoard),
 ``reference.jsonl``, ``checkpoints/step-N/``, and ``final/`` (the adapter or the full model,
 with the processor).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import random
 import shutil
 import tempfile
@@ -46,6 +50,14 @@ class MicroBatch:
     ids: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class OptimizerStep:
+    """One optimizer step: up to ``gradient_accumulation_steps`` micro-batches of one stage."""
+
+    stage: str
+    micro_batches: tuple[MicroBatch, ...]
+
+
 def plan_micro_batches(config: TrainConfig, ids: list[str], entropies: list[float]) -> list[MicroBatch]:
     """Every micro-batch of the run in order: curriculum blocks, each shuffled with a seed of its own."""
     out = []
@@ -58,15 +70,45 @@ def plan_micro_batches(config: TrainConfig, ids: list[str], entropies: list[floa
     return out
 
 
+def plan_steps(config: TrainConfig, ids: list[str], entropies: list[float]) -> list[OptimizerStep]:
+    """Every optimizer step of the run in order (MFPO sec. 3.3 easy -> medium -> hard).
+
+    The micro-batches of :func:`plan_micro_batches` are grouped into steps of
+    ``gradient_accumulation_steps``, never across a change of stage: a stage's last step
+    takes the micro-batches left over (fewer than the accumulation), so every stage is
+    trained and no step mixes two stages. With 12 items, batch 2 and accumulation 4 the
+    stages (4 items = 2 micro-batches each) give 3 steps: easy, medium, hard.
+    """
+    steps: list[OptimizerStep] = []
+    k = config.gradient_accumulation_steps
+    micro = plan_micro_batches(config, ids, entropies)
+    start = 0
+    while start < len(micro):
+        end = start
+        while end < len(micro) and end - start < k and micro[end].stage == micro[start].stage:
+            end += 1
+        steps.append(OptimizerStep(micro[start].stage, tuple(micro[start:end])))
+        start = end
+    return steps
+
+
 def reference_rows(model: Any, processor: Any, examples: list[Example], config: TrainConfig, model_path: str,
-                   dataset_uri: str) -> list[ReferenceRow]:
-    """Reuse ``reference/{key}.jsonl`` next to the dataset, or compute and store it there."""
+                   dataset_uri: str, accelerator: Any = None) -> list[ReferenceRow]:
+    """Reuse ``reference/{key}.jsonl`` next to the dataset, or compute and store it there.
+
+    ``model`` is the policy as ``accelerator.prepare`` returned it, and the pass runs under
+    ``accelerator.autocast()``: the reference log-probs are computed in the same precision
+    as the policy's (under bf16 an fp32 reference would make log pi/pi_ref 0.005-0.007 nats
+    at step 0 instead of 0). The key includes the precision.
+    """
     store = open_store(dataset_uri)
-    key = f"reference/{reference_key(model_path, examples)}.jsonl"
+    key = f"reference/{reference_key(model_path, examples, config.mixed_precision)}.jsonl"
     try:
         return rows_from_jsonl(store.get(key))
     except ObjectNotFound:
-        rows = compute_reference(model, processor, examples, config.batch_size)
+        autocast = accelerator.autocast() if accelerator is not None else contextlib.nullcontext()
+        with autocast:
+            rows = compute_reference(model, processor, examples, config.batch_size)
         store.put(key, rows_to_jsonl(rows), "application/x-ndjson")
         return rows
 
@@ -105,8 +147,9 @@ def train(config: TrainConfig, dataset_uri: str, model_path: str, output_dir: st
     if remote and resume:
         fetch_run(remote, output)
     set_seed(config.seed)
-    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
-                              mixed_precision=config.mixed_precision)
+    # Accumulation is planned here (plan_steps), not by accelerate: a step never spans two stages
+    # and a stage's shorter tail still steps.
+    accelerator = Accelerator(gradient_accumulation_steps=1, mixed_precision=config.mixed_precision)
     model, processor = load_policy(model_path, config)
 
     def count_tokens(text: str) -> int:
@@ -114,21 +157,18 @@ def train(config: TrainConfig, dataset_uri: str, model_path: str, output_dir: st
 
     examples = load_examples(dataset_uri, count_tokens, config.max_answer_tokens)  # fails before any step
     by_id = {e.id: e for e in examples}
-    model.to(accelerator.device)
-    rows = reference_rows(model, processor, examples, config, model_path, dataset_uri)
-    (output / "reference.jsonl").write_bytes(rows_to_jsonl(rows))
-    ref = {r.id: r for r in rows}
-    plan = plan_micro_batches(config, [e.id for e in examples], [ref[e.id].entropy for e in examples])
-    total_steps = math.ceil(len(plan) / config.gradient_accumulation_steps)
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-        plan = plan[: total_steps * config.gradient_accumulation_steps]
-
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
+    # the reference pass runs on the prepared model, under the same autocast as the policy
+    rows = reference_rows(model, processor, examples, config, model_path, dataset_uri, accelerator)
+    (output / "reference.jsonl").write_bytes(rows_to_jsonl(rows))
+    ref = {r.id: r for r in rows}
+    steps = plan_steps(config, [e.id for e in examples], [ref[e.id].entropy for e in examples])
+    if config.max_steps is not None:
+        steps = steps[: config.max_steps]
 
-    step, done_micro = 0, 0
+    step, done_micro = 0, 0  # optimizer steps done; micro-batches done (kept in the checkpoint state)
     existing = _checkpoints(output) if resume else []
     if existing:
         accelerator.load_state(str(existing[-1]))
@@ -145,36 +185,45 @@ def train(config: TrainConfig, dataset_uri: str, model_path: str, output_dir: st
     last: dict[str, Any] = {}
     perturbed = config.loss in NEEDS_PERTURBED  # text-only losses forward 2 sequences per item, not 3
     model.train()
-    for micro in plan[done_micro:]:
-        chunk = [by_id[i] for i in micro.ids]
-        with accelerator.accumulate(model):
-            batch = {k: v.to(accelerator.device) for k, v in collate(processor, chunk, perturbed).items()}
-            out = forward_logps(model, batch, parts=3 if perturbed else 2)
-            logps = {
-                "policy_chosen_logps": out["chosen"],
-                "policy_rejected_logps": out["rejected"],
-                "policy_chosen_perturbed_logps": out.get("chosen_perturbed"),
-                **{f"ref_{k}_logps": torch.tensor([getattr(ref[i], f"ref_{k}_logps") for i in micro.ids],
-                                                  device=accelerator.device)
-                   for k in ("chosen", "rejected", "chosen_perturbed")},
-            }
-            options: dict[str, Any] = {"beta": config.beta}
-            if config.loss == "mfpo":
-                options |= {"eta": config.eta, "weights": config.weights}
-            elif config.loss == "mdpo":
-                options |= {"delta": config.eta}
-            loss, metrics = compute_loss(config.loss, logps, **options)
-            accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad()
-        done_micro += 1
-        if not accelerator.sync_gradients:
-            continue
+    for planned in steps[step:]:
+        n = len(planned.micro_batches)
+        sums: dict[str, float] = {}
+        worst_ratio = 0.0  # max |log pi(y_w) - log pi_ref(y_w)| of the step: 0 at step 1 (before any update)
+        for k, micro in enumerate(planned.micro_batches):
+            chunk = [by_id[i] for i in micro.ids]
+            # DDP: all-reduce the gradients only on the step's last micro-batch
+            sync = contextlib.nullcontext() if k == n - 1 else accelerator.no_sync(model)
+            with sync:
+                batch = {key: v.to(accelerator.device) for key, v in collate(processor, chunk, perturbed).items()}
+                out = forward_logps(model, batch, parts=3 if perturbed else 2)
+                logps = {
+                    "policy_chosen_logps": out["chosen"],
+                    "policy_rejected_logps": out["rejected"],
+                    "policy_chosen_perturbed_logps": out.get("chosen_perturbed"),
+                    **{f"ref_{key}_logps": torch.tensor([getattr(ref[i], f"ref_{key}_logps") for i in micro.ids],
+                                                        device=accelerator.device)
+                       for key in ("chosen", "rejected", "chosen_perturbed")},
+                }
+                options: dict[str, Any] = {"beta": config.beta}
+                if config.loss == "mfpo":
+                    options |= {"eta": config.eta, "weights": config.weights}
+                elif config.loss == "mdpo":
+                    options |= {"delta": config.eta}
+                loss, metrics = compute_loss(config.loss, logps, **options)
+                accelerator.backward(loss / n)  # the step's gradient: mean over its micro-batches
+            for key, value in {"loss": float(loss.detach()), **metrics}.items():
+                sums[key] = sums.get(key, 0.0) + value / n
+            ratio = (logps["policy_chosen_logps"].detach().float() - logps["ref_chosen_logps"]).abs().max()
+            worst_ratio = max(worst_ratio, float(ratio))
+        optimizer.step()
+        optimizer.zero_grad()
+        done_micro += n
         step += 1
-        if not stages_seen or stages_seen[-1] != micro.stage:
-            stages_seen.append(micro.stage)
-        last = {"step": step, "stage": micro.stage, "loss": round(float(loss.detach()), 8),
-                "lr": optimizer.param_groups[0]["lr"], **{k: round(v, 8) for k, v in metrics.items()}}
+        if not stages_seen or stages_seen[-1] != planned.stage:
+            stages_seen.append(planned.stage)
+        last = {"step": step, "stage": planned.stage, "micro_batches": n, "loss": round(sums.pop("loss"), 8),
+                "lr": optimizer.param_groups[0]["lr"], **{key: round(v, 8) for key, v in sums.items()},
+                "logratio/chosen_abs_max": worst_ratio}
         if step % config.logging_steps == 0 and accelerator.is_main_process:
             with metrics_path.open("a") as fh:
                 fh.write(json.dumps(last) + "\n")
@@ -187,8 +236,6 @@ def train(config: TrainConfig, dataset_uri: str, model_path: str, output_dir: st
             (target / "trainer_state.json").write_text(json.dumps({"step": step, "micro_batches": done_micro}))
             if remote and accelerator.is_main_process:
                 publish_run(output, remote)
-        if step >= total_steps:
-            break
     writer.close()
     accelerator.wait_for_everyone()
     final = output / "final"

@@ -52,8 +52,12 @@ def load_policy(model_path: str, config: TrainConfig) -> tuple[Any, Any]:
 
 @contextlib.contextmanager
 def reference_mode(model: Any) -> Iterator[None]:
-    """The reference policy: adapters disabled (LoRA), or the model as it is (before full fine-tuning)."""
-    disable = getattr(model, "disable_adapter", None)
+    """The reference policy: adapters disabled (LoRA), or the model as it is (before full fine-tuning).
+
+    Looks through a distributed wrapper (``.module``) for the adapters.
+    """
+    inner = getattr(model, "module", model)
+    disable = getattr(inner, "disable_adapter", None)
     with disable() if callable(disable) else contextlib.nullcontext():
         yield
 

@@ -30,9 +30,11 @@ class ReferenceRow(BaseModel):
     entropy: float
 
 
-def reference_key(model_path: str, examples: Sequence[Example]) -> str:
-    """Content key of a reference pass: model location + every item's id and texts."""
+def reference_key(model_path: str, examples: Sequence[Example], precision: str = "no") -> str:
+    """Content key of a reference pass: model location, precision, every item's id and texts."""
     h = hashlib.sha256(model_path.encode())
+    if precision != "no":  # keys of full-precision passes stay as they were
+        h.update(f"precision={precision}".encode())
     for e in examples:
         h.update(json.dumps([e.id, e.question, e.chosen, e.rejected]).encode())
     return h.hexdigest()[:16]
@@ -40,7 +42,11 @@ def reference_key(model_path: str, examples: Sequence[Example]) -> str:
 
 @torch.inference_mode()
 def compute_reference(model: Any, processor: Any, examples: Sequence[Example], batch_size: int) -> list[ReferenceRow]:
-    """Reference rows for ``examples``, in order (model in eval mode, adapters disabled)."""
+    """Reference rows for ``examples``, in order (model in eval mode, adapters disabled).
+
+    Pass the policy as the trainer runs it (after ``accelerator.prepare``, inside
+    ``accelerator.autocast()``), so reference and policy log-probs share one precision.
+    """
     was_training = model.training
     model.eval()
     rows: list[ReferenceRow] = []
