@@ -147,7 +147,7 @@ def generate(
         )
     s = summary.as_dict()
     typer.echo(
-        f"done {s['done']}, resumed {s['skipped']}, failed {s['failed']}, "
+        f"done {s['done']}, resumed {s['resumed']}, failed {s['failed']}, "
         f"fallback rate {s['fallback_rate']:.1%}, {s['items_per_second']:.2f} items/s "
         f"({n_workers} workers, {s['seconds']:.1f} s)"
     )

@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
+from mfpo.pipeline.dataset import DatasetStats
 from mfpo.schemas import KeywordScore, ResultRecord
 
 _CSP = "script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'"
@@ -107,7 +108,7 @@ def write_gallery(
     if failures_count and (out_dir / "failures.jsonl").is_file():
         link = _esc(Path(os.path.relpath(out_dir / "failures.jsonl", first.parent)).as_posix())
         failures_html = f'<a href="{link}">{failures_html}</a>'
-    header = _summary(records, failures_html, sum(map(bool, missing)))
+    header = _summary(summarize(records, failures_count), failures_html, sum(map(bool, missing)))
     hrefs = [_esc(urllib.parse.quote(name)) for name in names]
     for k in range(pages):
         span = range(k * page_size, min(len(records), (k + 1) * page_size))
@@ -152,22 +153,18 @@ def render_gallery_page(
     title: str,
     link: Callable[[str], str],
     page_href: Callable[[int], str],
-    failures_count: int = 0,
+    stats: DatasetStats,
     page: int = 0,
-    page_size: int = 500,
 ) -> str:
-    """One gallery page (0-based ``page``) as HTML, for a server: image paths become ``link(rel)``
-    (e.g. presigned URLs) and page ``k`` is linked as ``page_href(k)``. Same cards as the files
-    :func:`write_gallery` writes."""
-    if page_size < 1:
-        raise ValueError(f"page_size must be at least 1, got {page_size}")
-    pages = max(1, math.ceil(len(records) / page_size))
+    """One gallery page (0-based ``page``) as HTML, for a server that read only that page's ``records``;
+    ``stats`` gives the totals and the page count. Image paths become ``link(rel)`` (e.g. presigned URLs)
+    and page ``k`` is linked as ``page_href(k)``. Same cards as the files :func:`write_gallery` writes."""
+    pages = max(1, len(stats.page_offsets))
     if not 0 <= page < pages:
         raise ValueError(f"page {page + 1} does not exist (1-{pages})")
-    span = range(page * page_size, min(len(records), (page + 1) * page_size))
-    cards = "\n".join(_card(records[i], [], lambda rel: _esc(link(rel))) for i in span)
+    cards = "\n".join(_card(r, [], lambda rel: _esc(link(rel))) for r in records)
     nav = _nav([_esc(page_href(k)) for k in range(pages)], page)
-    return _page(title, _summary(records, _esc(failures_count), 0), nav,
+    return _page(title, _summary(stats, _esc(stats.failures), 0), nav,
                  cards or '<p class="warn">No records.</p>', page, pages)
 
 
@@ -203,21 +200,28 @@ def _missing(out_dir: Path, record: ResultRecord) -> list[str]:
     return missing
 
 
-def _summary(records: Sequence[ResultRecord], failures_html: str, broken: int) -> str:
+def summarize(records: Sequence[ResultRecord], failures: int = 0) -> DatasetStats:
+    """The header's totals of a list of records (a written dataset has them in ``stats.json``)."""
+    stats = DatasetStats(records=len(records), failures=failures)
+    stats.fallback = sum(r.perturbation.fallback for r in records)
+    stats.sources = dict(Counter(region.source for r in records for region in r.regions))
+    stats.modes = dict(Counter(r.perturbation.mode for r in records))
+    stats.noise_steps = sorted({r.perturbation.noise_step for r in records})
+    return stats
+
+
+def _summary(stats: DatasetStats, failures_html: str, broken: int) -> str:
     """The header's counts over all records (not only this page's); ``failures_html`` is escaped."""
-    n = len(records)
-    fallback = sum(r.perturbation.fallback for r in records)
-    sources = Counter(region.source for r in records for region in r.regions)
-    modes = Counter(r.perturbation.mode for r in records)
-    steps = sorted({r.perturbation.noise_step for r in records})
+    n = stats.records
+    fallback = stats.fallback
     rate = f"{fallback} ({100 * fallback / n:.1f}%)" if n else "0"
     items = [
         ("records", _esc(n)),
         ("failures", failures_html),
         ("fallback (whole image noised)", _esc(rate)),
-        ("regions", _esc(", ".join(f"{s} {c}" for s, c in sorted(sources.items())) or "none")),
-        ("modes", _esc(", ".join(f"{m} {c}" for m, c in sorted(modes.items())) or "none")),
-        ("noise step t", _esc(", ".join(map(str, steps)) or "none")),
+        ("regions", _esc(", ".join(f"{s} {c}" for s, c in sorted(stats.sources.items())) or "none")),
+        ("modes", _esc(", ".join(f"{m} {c}" for m, c in sorted(stats.modes.items())) or "none")),
+        ("noise step t", _esc(", ".join(map(str, stats.noise_steps)) or "none")),
     ]
     if broken:
         items.append(("records with missing files", f'<span class="warn">{broken}</span>'))

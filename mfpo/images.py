@@ -173,14 +173,8 @@ def _short(ref: str, keep: int = 64) -> str:
 # --- bytes -> pixels -------------------------------------------------------------------
 
 
-def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
-    """Decode encoded image bytes into a fully loaded RGB ``PIL.Image``.
-
-    The pixel count is read from the header (``Image.open`` parses only the header)
-    and refused when over ``limits.max_pixels``, before the pixels are decoded.
-    Truncated or corrupt files and bytes that are not an image raise
-    :class:`ImageError`. Multi-frame images (GIF, TIFF) give their first frame.
-    """
+def _open(data: bytes, limits: ImageLimits) -> Image.Image:
+    """``Image.open`` (header only) with the byte, pixel-count and format checks of :func:`decode_image`."""
     if len(data) > limits.max_bytes:
         raise ImageError(f"image is {len(data)} bytes, over max_bytes={limits.max_bytes}")
     if not data:
@@ -206,6 +200,27 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
         )
     if pixels == 0:
         raise ImageError(f"image is {width}x{height}: it has no pixels")
+    return image
+
+
+def image_header(data: bytes, limits: ImageLimits) -> tuple[int, int, str]:
+    """(width, height, file extension) from the header alone, with every check that needs no pixels.
+
+    Raises :class:`ImageError` as :func:`decode_image` does for sizes, empty or non-image bytes.
+    """
+    image = _open(data, limits)
+    return image.size[0], image.size[1], _FORMAT_EXT.get((image.format or "PNG").upper(), ".png")
+
+
+def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
+    """Decode encoded image bytes into a fully loaded RGB ``PIL.Image``.
+
+    The pixel count is read from the header (``Image.open`` parses only the header)
+    and refused when over ``limits.max_pixels``, before the pixels are decoded.
+    Truncated or corrupt files and bytes that are not an image raise
+    :class:`ImageError`. Multi-frame images (GIF, TIFF) give their first frame.
+    """
+    image = _open(data, limits)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -237,6 +252,25 @@ def encode_png(array: npt.NDArray[np.uint8], compress_level: int = 6) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
+
+
+_FORMAT_EXT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+_EXT_TYPE = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp", ".gif": "image/gif",
+             ".bmp": "image/bmp", ".tif": "image/tiff"}
+
+
+def image_extension(data: bytes) -> str:
+    """File extension of encoded image bytes (``.png``, ``.jpg``, ...), from the header alone."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return _FORMAT_EXT.get((im.format or "PNG").upper(), ".png")
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"not an image: {exc}") from exc
+
+
+def content_type(ext: str) -> str:
+    """MIME type of an image file extension (``image/png`` when unknown)."""
+    return _EXT_TYPE.get(ext.lower(), "image/png")
 
 
 def to_data_uri(data: bytes, mime: str = "image/png") -> str:

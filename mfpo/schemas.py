@@ -20,7 +20,7 @@ Box = tuple[float, float, float, float]
 class Annotation(BaseModel):
     """One labelled region of an item's image: a box or a polygon, in pixels."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     label: str = Field(min_length=1, description="Object name, e.g. 'red cup'.")
     box: Box | None = Field(default=None, description="[x0, y0, x1, y1] in pixels.")

@@ -52,8 +52,8 @@ def check_record_contract(out: Path, rec: ResultRecord) -> None:
 def test_annotations_mode_dataset_contract(scenes, tmp_path):
     out = tmp_path / "out"
     summary = run_generate(scenes, out, GenerateConfig.model_validate({"regions": {"mode": "annotations"}}),
-                           workers=2, batch_size=2)
-    assert (summary.done, summary.failed, summary.skipped) == (10, 0, 0)
+                           workers=2, chunk_size=2)
+    assert (summary.done, summary.failed, summary.resumed) == (10, 0, 0)
     records = _records(out)
     assert [r.id for r in records] == [json.loads(line)["id"] for line in scenes.read_text().splitlines()]
     for rec in records:
@@ -100,18 +100,21 @@ def test_global_and_random_modes(scenes, tmp_path):
 def test_killed_run_resumes_where_it_stopped(scenes, tmp_path):
     out = tmp_path / "out"
     config = GenerateConfig.model_validate({"regions": {"mode": "annotations"}})
-    run_generate(scenes, out, config, workers=1, gallery=False)
+    run_generate(scenes, out, config, workers=1, chunk_size=3, gallery=False)
     before = (out / "dataset.jsonl").read_text()
-    # a run killed after 6 items: records of the other 4 never written
-    for rec in _records(out)[6:]:
-        (out / "records" / Path(rec.rejected_image).with_suffix(".json").name).unlink()
-    summary = run_generate(scenes, out, config, workers=2, gallery=False)
-    assert (summary.done, summary.skipped, summary.failed) == (4, 6, 0)
+    # a run killed after its first two chunks (6 items): the outcomes of the others were never written
+    chunks = sorted((out / "outcomes").iterdir(), key=lambda p: json.loads(p.read_text().splitlines()[0])["row"])
+    assert [len(p.read_text().splitlines()) for p in chunks] == [3, 3, 3, 1]
+    for path in chunks[2:]:
+        path.unlink()
+    summary = run_generate(scenes, out, config, workers=2, chunk_size=3, gallery=False)
+    assert (summary.done, summary.resumed, summary.failed) == (4, 6, 0)
     assert (out / "dataset.jsonl").read_text() == before
-    again = run_generate(scenes, out, config, workers=1, gallery=False)
-    assert (again.done, again.skipped) == (0, 10)
+    again = run_generate(scenes, out, config, workers=1, chunk_size=3, gallery=False)
+    assert (again.done, again.resumed) == (0, 10)
+    assert json.loads((out / "summary.json").read_text())["resumed"] == 10
     # different options write new outputs, never overwrite
-    changed = run_generate(scenes, out, config.model_copy(update={"seed": 1}), workers=1, gallery=False)
+    changed = run_generate(scenes, out, config.model_copy(update={"seed": 1}), workers=1, chunk_size=3, gallery=False)
     assert changed.done == 10
 
 

@@ -1,1 +1,1 @@
-"""Celery workers of the platform: thin task shells around :mod:`mfpo.jobs.stages`."""
+"""Celery workers of the platform: thin task shells around :mod:`mfpo.jobs` (the stage graph's distributed executor)."""

@@ -1,10 +1,10 @@
-"""The Celery application: Redis broker, late acks, one task at a time per GPU process.
+"""The Celery application of the workers: Redis broker, late acks, one task at a time per process.
 
-The object store is the system of record and Redis only transport: tasks carry ids
-(tenant, job, item), never payloads; results are written to the store, so there is no
-result backend. ``acks_late`` + ``reject_on_worker_lost`` put a task back on the queue
-when its worker dies; the Redis visibility timeout (a setting, longer than the longest
-task) redelivers a task whose worker vanished without a word.
+The object store is the system of record and Redis transport plus derived state: tasks carry
+ids (tenant, job, chunk, stage), never payloads; results are written to the store, so there is
+no result backend. ``acks_late`` + ``reject_on_worker_lost`` put a task back on the queue when its
+worker dies; the periodic reconcile (beat) finds work whose worker vanished within
+``overdue_after_s``, long before the Redis visibility timeout would.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pathlib import Path
 from celery import Celery
 
 import worker.gpus  # noqa: F401  (connects each pool process's GPU pinning to worker_process_init)
-from services.settings import Settings, get_settings
-from worker.client import CPU_QUEUE
+from mfpo.jobs.dispatch import CPU_QUEUE, TASK_RECONCILE
+from mfpo.jobs.settings import PlatformSettings, get_platform_settings
 
 
-def beat_schedule_file(settings: Settings) -> Path:
+def beat_schedule_file(settings: PlatformSettings) -> Path:
     """Where celery beat keeps its schedule: the setting, else the temp folder (the working directory of a
     container with a read-only root filesystem is not writable)."""
     if settings.beat_schedule_file is not None:
@@ -27,32 +27,25 @@ def beat_schedule_file(settings: Settings) -> Path:
     return Path(tempfile.gettempdir()) / f"mfpo-celerybeat-{settings.queue_prefix or 'default'}"
 
 
-def create_celery(settings: Settings) -> Celery:
-    app = Celery("mfpo", broker=settings.broker_url(), include=["worker.tasks"])
-    cpu = f"{settings.queue_prefix}{CPU_QUEUE}"
+def create_celery(settings: PlatformSettings) -> Celery:
+    app = Celery("mfpo", include=["worker.tasks"])
+    app.conf.update(settings.celery_config())
     app.conf.update(
-        mfpo_queue_prefix=settings.queue_prefix,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_ignore_result=True,
-        task_default_queue=cpu,
-        task_serializer="json",
-        accept_content=["json"],
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
-        broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,
-        task_track_started=False,
         beat_schedule_filename=str(beat_schedule_file(settings)),
         beat_schedule={
-            "reconcile-unfinished-jobs": {
-                "task": "mfpo.reconcile_unfinished",
+            "reconcile-active-jobs": {
+                "task": TASK_RECONCILE,
                 "schedule": float(settings.reconcile_interval_s),
-                "options": {"queue": cpu},
+                "options": {"queue": f"{settings.queue_prefix}{CPU_QUEUE}", "expires": settings.reconcile_interval_s},
             }
         },
     )
     return app
 
 
-celery_app = create_celery(get_settings())
+def queue_name(app: Celery, kind: str) -> str:
+    """The deployment's name of queue ``kind`` (``cpu`` or ``gpu``): ``queue_prefix`` + kind."""
+    return f"{app.conf.get('mfpo_queue_prefix', '')}{kind}"
+
+
+celery_app = create_celery(get_platform_settings())

@@ -29,8 +29,7 @@ def worker(
     from worker.gpus import GPUS_ENV
 
     os.environ[GPUS_ENV] = str(gpus)  # read by each pool process (worker/gpus.py) to take its own GPU
-    from worker.app import celery_app
-    from worker.client import queue_name
+    from worker.app import celery_app, queue_name
 
     queue_names = ",".join(queue_name(celery_app, n) for n in names)
     argv = ["worker", "-Q", queue_names, "-c", str(concurrency), "--pool", "prefork", "-l", "INFO",

@@ -1,29 +1,46 @@
-"""Jobs of the distributed platform over the object store (no web or queue code here).
+"""The distributed platform's library: jobs in the object store, their state in Redis, the stage graph's
+distributed executor (no web or queue code here: the shells in ``services/`` and ``worker/`` call it).
 
-The gateway stores items (:class:`JobStore`), workers run :func:`run_item`, and the
-finished job's dataset is written by :func:`write_job_dataset`.
+=====================  ===================================================================
+module                 what it is
+=====================  ===================================================================
+``settings``           :class:`PlatformSettings` (``MFPO_*``), parsed once per process
+``records``, ``store`` the job record and the store layout (system of record)
+``state``              a job's derived state in Redis: claims, chunk registry, counters, O(1)
+``intake``             one submission path (REST batch and upload): chunks, claims, writes
+``dispatch``           task names and queues; who sends them
+``execute``            one stage on one chunk, then the next queued (a task body)
+``finalize``           the dataset, streamed, once per job
+``recovery``           reconcile (overdue work, unregistered chunks) and state rebuild
+=====================  ===================================================================
 """
 
-from mfpo.jobs.dataset import JobNotFinished, collect_dataset, write_job_dataset
-from mfpo.jobs.intake import ItemRejected, accept_item, uploads_prefix
-from mfpo.jobs.process import run_item
-from mfpo.jobs.records import ItemOutcome, JobRecord, StoredItem
-from mfpo.jobs.store import DuplicateItem, JobClosed, JobKeys, JobNotFound, JobStore
+from mfpo.jobs.dispatch import Dispatcher
+from mfpo.jobs.finalize import JobNotFinished, finalize_job, write_job_dataset
+from mfpo.jobs.intake import IntakeLimits, IntakeResult, ItemRejected, Submission, SubmissionInterrupted
+from mfpo.jobs.records import JobRecord
+from mfpo.jobs.settings import PlatformSettings, get_platform_settings
+from mfpo.jobs.state import JobClosing, JobState, StateLost
+from mfpo.jobs.store import JobKeys, JobNotFound, JobStore, uploads_prefix
 
 __all__ = [
-    "DuplicateItem",
-    "ItemOutcome",
+    "Dispatcher",
+    "IntakeLimits",
+    "IntakeResult",
     "ItemRejected",
-    "JobClosed",
+    "JobClosing",
     "JobKeys",
     "JobNotFinished",
     "JobNotFound",
     "JobRecord",
+    "JobState",
     "JobStore",
-    "StoredItem",
-    "accept_item",
-    "collect_dataset",
-    "run_item",
+    "PlatformSettings",
+    "StateLost",
+    "Submission",
+    "SubmissionInterrupted",
+    "finalize_job",
+    "get_platform_settings",
     "uploads_prefix",
     "write_job_dataset",
 ]

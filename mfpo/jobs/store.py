@@ -1,51 +1,61 @@
-"""Jobs, items and outcomes in an object store: the platform's system of record.
+"""Jobs in the object store: the platform's system of record.
 
 Layout under ``tenants/{tenant}/jobs/{job}/``:
 
-=========================  ===============================================================
-``job.json``               :class:`~mfpo.jobs.records.JobRecord`
-``items/{item}.json``      :class:`~mfpo.jobs.records.StoredItem` (written before queueing)
-``inputs/{item}{ext}``     the original image bytes
-``outcomes/{item}.json``   :class:`~mfpo.jobs.records.ItemOutcome` (written after the outputs)
-``failed/{item}``          an empty marker per failed item (counts need no GET per item)
-``work/{item}/...``        intermediate stage outputs (:mod:`mfpo.jobs.stages`)
-``out/...``                the outputs, in the layout of ``mfpo generate`` (images/, rejected/,
-                           masks/, records/) so dataset and exporters read it unchanged
-``dataset/...``            ``dataset.jsonl`` + ``dataset.parquet`` once the job is finished
-=========================  ===============================================================
+===========================  ============================================================
+``job.json``                 :class:`~mfpo.jobs.records.JobRecord`
+``chunks/{chunk}.json``      the chunk's items (:class:`~mfpo.stages.chunk.Chunk`), written at
+                             intake after its images and before its first task is queued
+``chunks/{chunk}.zip``       the chunk's original image bytes (:mod:`mfpo.stages.blob`)
+``work/{chunk}/...``         stage outputs (``keywords.json``, ``regions.npz``)
+``outcomes/{chunk}.jsonl``   one outcome per item (written last by the perturb stage)
+``out/...``                  per-item files in the layout of ``mfpo generate`` (images/, rejected/,
+                             masks/), and after finalize ``dataset.jsonl`` + ``dataset.parquet``:
+                             ``s3://bucket/.../out`` is a complete dataset for the trainer
+``dataset/...``              ``dataset.parquet``, ``failures.jsonl``, ``stats.json`` and, last,
+                             ``dataset.jsonl`` (the manifest: its presence means finished)
+``unregistered/{chunk}``     a chunk stored while Redis could not record it (reconcile takes it)
+===========================  ============================================================
 
-``index/unfinished/{tenant}/{job}`` marks a closed job whose dataset is not written yet
-(the periodic reconcile lists it instead of every object).
+Indexes (a few keys per job, never per item): ``index/active/{tenant}/{job}`` for every job not
+finalized yet (the periodic reconcile walks these) and ``index/jobs/{tenant}/{created}-{job}``
+(listing a tenant's jobs, newest last, paginated).
 
-Every key is derived from the tenant, job and item id, so a re-delivered task writes the
-same keys (idempotent). Items without an outcome are the ones to (re)queue.
+``{chunk}`` starts with the zero-padded chunk number (:func:`chunk_key`), so a LIST of ``chunks/`` or
+``outcomes/`` (done only by recovery and finalize, never per item or per request) comes back in
+submission order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mfpo.ids import check_safe_id
-from mfpo.jobs.records import ItemOutcome, JobRecord, StoredItem, utc_now
+from mfpo.images import ImageLimits
+from mfpo.jobs.records import JobRecord, utc_now
 from mfpo.pipeline.config import GenerateConfig
+from mfpo.stages.artifacts import Outcome, decode_outcomes
+from mfpo.stages.io import StoreChunkIO, artifact_key
 from mfpo.storage.base import ObjectNotFound, ObjectStore
 from mfpo.storage.prefixed import PrefixedStore
 
-UNFINISHED = "index/unfinished"
+ACTIVE = "index/active"
+JOBS_INDEX = "index/jobs"
+CHUNK_DIGITS = 8
 
 
 class JobNotFound(LookupError):
     """No such job for this tenant (also when it belongs to another tenant)."""
 
 
-class JobClosed(ValueError):
-    """The job was closed: it accepts no more items."""
-
-
-class DuplicateItem(ValueError):
-    """An item with this id is already in the job."""
+def chunk_key(number: int, writer: str) -> str:
+    """The key of chunk ``number`` written by ``writer`` (a submission lease): the zero-padded number first,
+    so keys sort in submission order; the writer's tag keeps two chunks that got the same number (a Redis
+    that lost its counter mid-submission) from overwriting each other."""
+    return f"{number:0{CHUNK_DIGITS}d}-{writer[:8]}"
 
 
 @dataclass(frozen=True)
@@ -63,14 +73,8 @@ class JobKeys:
     def job(self) -> str:
         return f"{self.root}/job.json"
 
-    def item(self, item_id: str) -> str:
-        return f"{self.root}/items/{item_id}.json"
-
-    def input(self, item_id: str, ext: str) -> str:
-        return f"{self.root}/inputs/{item_id}{ext}"
-
-    def outcome(self, item_id: str) -> str:
-        return f"{self.root}/outcomes/{item_id}.json"
+    def artifact(self, chunk: str, name: str) -> str:
+        return artifact_key(self.root, chunk, name)  # type: ignore[arg-type]
 
     @property
     def out(self) -> str:
@@ -85,22 +89,38 @@ class JobKeys:
         """``dataset/dataset.jsonl``: written last, so its presence means the job is finished."""
         return f"{self.dataset}/dataset.jsonl"
 
+    @property
+    def stats(self) -> str:
+        return f"{self.dataset}/stats.json"
 
-def _id_of(key: str) -> str:
-    return key.rsplit("/", 1)[-1].removesuffix(".json")
+    @property
+    def active(self) -> str:
+        return f"{ACTIVE}/{self.tenant}/{self.job_id}"
+
+    def unregistered(self, chunk: str) -> str:
+        return f"{self.root}/unregistered/{chunk}"
+
+
+def uploads_prefix(tenant: str) -> str:
+    """Store prefix of a tenant's uploaded objects (``store://uploads/NAME`` resolves under it)."""
+    return f"tenants/{check_safe_id(tenant)}/uploads/"
 
 
 class JobStore:
-    """Create jobs, store items before queueing, record outcomes, list what is pending."""
+    """Jobs and their chunks in an object store (layout in the module docstring)."""
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
 
-    # -- jobs ----------------------------------------------------------------------------
+    # -- jobs ------------------------------------------------------------------------------------
 
     def create_job(self, tenant: str, name: str, options: GenerateConfig) -> JobRecord:
         job = JobRecord(id=secrets.token_hex(8), tenant=check_safe_id(tenant), name=name, options=options)
-        self._put_json(JobKeys(job.tenant, job.id).job, job.model_dump_json())
+        keys = JobKeys(job.tenant, job.id)
+        self.store.put(keys.active, b"", "text/plain")
+        created = job.created_at.strftime("%Y%m%dT%H%M%S%f")
+        self.store.put(f"{JOBS_INDEX}/{job.tenant}/{created}-{job.id}", b"", "text/plain")
+        self._put_job(job)
         return job
 
     def get_job(self, tenant: str, job_id: str) -> JobRecord:
@@ -114,92 +134,82 @@ class JobStore:
     def close_job(self, job: JobRecord) -> JobRecord:
         if job.closed_at is None:
             job = job.model_copy(update={"closed_at": utc_now()})
-            self.store.put(f"{UNFINISHED}/{job.tenant}/{job.id}", b"", "text/plain")
-            self._put_json(JobKeys(job.tenant, job.id).job, job.model_dump_json())
+            self._put_job(job)
         return job
 
-    def unfinished_jobs(self) -> list[tuple[str, str]]:
-        """(tenant, job id) of closed jobs whose dataset is not written yet."""
-        out = []
-        for key in self.store.list(f"{UNFINISHED}/"):
+    def list_jobs(self, tenant: str, limit: int, after: str | None = None) -> tuple[list[JobRecord], str | None]:
+        """Up to ``limit`` of the tenant's jobs, oldest first, after the cursor ``after``; and the next cursor."""
+        prefix = f"{JOBS_INDEX}/{check_safe_id(tenant)}/"
+        start = None if after is None else prefix + after
+        jobs: list[JobRecord] = []
+        cursor: str | None = None
+        for key in self.store.list(prefix, start_after=start):
+            if len(jobs) == limit:
+                return jobs, cursor
+            entry = key.removeprefix(prefix)
+            with contextlib.suppress(JobNotFound):  # deleted between the index and its record
+                jobs.append(self.get_job(tenant, entry.rsplit("-", 1)[-1]))
+            cursor = entry
+        return jobs, None
+
+    def active_jobs(self) -> Iterator[tuple[str, str]]:
+        """(tenant, job id) of every job not finalized yet."""
+        for key in self.store.list(f"{ACTIVE}/"):
             tenant, job_id = key.split("/")[-2:]
-            out.append((tenant, job_id))
-        return out
+            yield tenant, job_id
 
     def mark_finished(self, job: JobRecord) -> None:
-        self.store.delete(f"{UNFINISHED}/{job.tenant}/{job.id}")
+        self.store.delete(JobKeys(job.tenant, job.id).active)
 
-    def list_jobs(self, tenant: str) -> Iterator[JobRecord]:
-        for key in self.store.list(f"tenants/{check_safe_id(tenant)}/jobs/"):
-            if key.endswith("/job.json"):
-                yield JobRecord.model_validate_json(self.store.get(key))
-
-    # -- items ---------------------------------------------------------------------------
-
-    def add_item(self, job: JobRecord, stored: StoredItem, image_bytes: bytes, ext: str) -> None:
-        """Store the image, then the item (so a stored item always has its image)."""
-        if job.closed_at is not None:
-            raise JobClosed(f"job {job.id} is closed")
-        item_id = stored.item.id
-        assert item_id is not None
+    def delete_job(self, job: JobRecord) -> int:
+        """Delete every object of the job (and its index entries); returns how many were deleted."""
         keys = JobKeys(job.tenant, job.id)
-        if self.store.exists(keys.item(item_id)):
-            raise DuplicateItem(f"item {item_id!r} is already in job {job.id}")
-        self.store.put(keys.input(item_id, ext), image_bytes, "application/octet-stream")
-        self._put_json(keys.item(item_id), stored.model_dump_json())
+        count = 0
+        for key in self.store.list(f"{keys.root}/"):
+            if key != keys.job:
+                self.store.delete(key)
+                count += 1
+        created = job.created_at.strftime("%Y%m%dT%H%M%S%f")
+        self.store.delete(f"{JOBS_INDEX}/{job.tenant}/{created}-{job.id}")
+        self.store.delete(keys.active)
+        self.store.delete(keys.job)  # last: until then the job can be found and deleted again
+        return count + 1
 
-    def get_item(self, job: JobRecord, item_id: str) -> StoredItem:
-        try:
-            return StoredItem.model_validate_json(self.store.get(JobKeys(job.tenant, job.id).item(item_id)))
-        except (ObjectNotFound, ValueError):
-            raise LookupError(f"item {item_id!r} not found in job {job.id}") from None
+    # -- chunks ----------------------------------------------------------------------------------
 
-    def item_ids(self, job: JobRecord) -> list[str]:
-        return [_id_of(k) for k in self.store.list(f"{JobKeys(job.tenant, job.id).root}/items/")]
-
-    def image_bytes(self, stored: StoredItem) -> bytes:
-        return self.store.get(stored.image_key)
-
-    # -- outcomes ------------------------------------------------------------------------
-
-    def put_outcome(self, job: JobRecord, outcome: ItemOutcome) -> None:
+    def chunk_io(self, job: JobRecord, chunk: str, limits: ImageLimits | None = None,
+                 put_threads: int = 4) -> StoreChunkIO:
+        """The chunk's artifacts for a stage (see :mod:`mfpo.stages.io`)."""
         keys = JobKeys(job.tenant, job.id)
-        if outcome.status == "failed":
-            self.store.put(f"{keys.root}/failed/{outcome.item_id}", b"", "text/plain")
-        self._put_json(keys.outcome(outcome.item_id), outcome.model_dump_json())
+        return StoreChunkIO(self.store, keys.root, chunk, self.outputs(job), limits or job.options.limits,
+                            put_threads=put_threads)
 
-    def get_outcome(self, job: JobRecord, item_id: str) -> ItemOutcome | None:
+    def stored_chunks(self, job: JobRecord) -> list[str]:
+        """Keys of every stored chunk, in submission order (recovery and finalize only: one LIST of the job)."""
+        prefix = f"{JobKeys(job.tenant, job.id).root}/chunks/"
+        return [k.removeprefix(prefix).removesuffix(".json") for k in self.store.list(prefix) if k.endswith(".json")]
+
+    def finished_chunks(self, job: JobRecord) -> list[str]:
+        """Keys of every chunk with outcomes (recovery only)."""
+        prefix = f"{JobKeys(job.tenant, job.id).root}/outcomes/"
+        return [k.removeprefix(prefix).removesuffix(".jsonl") for k in self.store.list(prefix)]
+
+    def outcomes(self, job: JobRecord, chunk: str) -> list[Outcome]:
+        """The chunk's outcomes; :class:`~mfpo.storage.base.ObjectNotFound` while it is not finished."""
+        return list(decode_outcomes(self.store.get(JobKeys(job.tenant, job.id).artifact(chunk, "outcomes"))))
+
+    def outcome(self, job: JobRecord, chunk: str, item_id: str) -> Outcome | None:
+        """One item's outcome (None while its chunk is not finished)."""
         try:
-            return ItemOutcome.model_validate_json(self.store.get(JobKeys(job.tenant, job.id).outcome(item_id)))
+            return next((o for o in self.outcomes(job, chunk) if o.id == item_id), None)
         except ObjectNotFound:
             return None
 
-    def outcome_ids(self, job: JobRecord) -> set[str]:
-        return {_id_of(k) for k in self.store.list(f"{JobKeys(job.tenant, job.id).root}/outcomes/")}
+    def unregistered_chunks(self, job: JobRecord) -> list[str]:
+        prefix = f"{JobKeys(job.tenant, job.id).root}/unregistered/"
+        return [k.removeprefix(prefix) for k in self.store.list(prefix)]
 
-    def counts(self, job: JobRecord) -> dict[str, int]:
-        """submitted / queued / running / done / failed, from three LISTs (no GET per item).
-
-        running: items with a stage output under ``work/`` and no outcome yet.
-        """
-        root = JobKeys(job.tenant, job.id).root
-        submitted = set(self.item_ids(job))
-        finished = self.outcome_ids(job)
-        failed = {k.rsplit("/", 1)[-1] for k in self.store.list(f"{root}/failed/")}
-        started = {k[len(root) + 6 :].split("/", 1)[0] for k in self.store.list(f"{root}/work/")}
-        running = (started & submitted) - finished
-        return {
-            "submitted": len(submitted),
-            "queued": len(submitted - finished - running),
-            "running": len(running),
-            "done": len(finished - failed),
-            "failed": len(failed & finished),
-        }
-
-    def pending(self, job: JobRecord) -> list[str]:
-        """Items with neither a result nor a failure: the ones a reconcile step re-queues."""
-        finished = self.outcome_ids(job)
-        return [i for i in self.item_ids(job) if i not in finished]
+    # -- outputs ---------------------------------------------------------------------------------
 
     def dataset_ready(self, job: JobRecord) -> bool:
         """True once the job's dataset is written (every item has an outcome and the job is closed)."""
@@ -209,5 +219,5 @@ class JobStore:
         """The job's output store, in the layout of ``mfpo generate``."""
         return PrefixedStore(self.store, JobKeys(job.tenant, job.id).out)
 
-    def _put_json(self, key: str, text: str) -> None:
-        self.store.put(key, text.encode("utf-8"), "application/json")
+    def _put_job(self, job: JobRecord) -> None:
+        self.store.put(JobKeys(job.tenant, job.id).job, job.model_dump_json().encode("utf-8"), "application/json")

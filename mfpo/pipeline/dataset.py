@@ -1,17 +1,18 @@
-"""The dataset manifest: ``dataset.jsonl`` and ``dataset.parquet``, one record per item."""
+"""The dataset manifest: ``dataset.jsonl`` and ``dataset.parquet``, one record per item, written streaming."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
 
-from mfpo.schemas import ResultRecord
+from mfpo.schemas import Failure, ResultRecord
 
 BOX = pa.list_(pa.float64(), 4)
 
@@ -56,26 +57,130 @@ RECORD_SCHEMA = pa.schema(
 """Arrow schema of ``dataset.parquet``; image columns are paths relative to the dataset folder."""
 
 
-def dataset_jsonl(records: Sequence[ResultRecord]) -> bytes:
-    """``dataset.jsonl`` bytes: one JSON record per line, in order."""
-    rows = (json.dumps(r.model_dump(mode="json"), ensure_ascii=False) + "\n" for r in records)
-    return "".join(rows).encode("utf-8")
+class DatasetStats(BaseModel):
+    """Counts over a whole dataset, gathered while it is written (``stats.json`` beside it).
+
+    A paged view (the gallery) reads one page of ``dataset.jsonl`` with a range request at
+    ``page_offsets[k]`` instead of the whole file, and shows these totals.
+    """
+
+    records: int = 0
+    failures: int = 0
+    fallback: int = Field(default=0, description="Records whose whole image was noised (no region found).")
+    sources: dict[str, int] = Field(default_factory=dict, description="Regions per provider.")
+    modes: dict[str, int] = Field(default_factory=dict, description="Records per region mode.")
+    noise_steps: list[int] = Field(default_factory=list, description="Distinct noise steps t.")
+    failure_stages: dict[str, int] = Field(default_factory=dict, description="Failures per stage.")
+    page_size: int = Field(default=100, description="Records per page of ``page_offsets``.")
+    page_offsets: list[int] = Field(
+        default_factory=list, description="Byte offset in dataset.jsonl of record k * page_size, for each page k."
+    )
+    jsonl_bytes: int = Field(default=0, description="Size of dataset.jsonl.")
+
+    def page_range(self, page: int) -> tuple[int, int]:
+        """(offset, length) of 0-based ``page`` in dataset.jsonl; ValueError for a page that does not exist."""
+        pages = max(1, len(self.page_offsets))
+        if not 0 <= page < pages:
+            raise ValueError(f"page {page + 1} does not exist (1-{pages})")
+        if not self.page_offsets:
+            return 0, 0
+        end = self.page_offsets[page + 1] if page + 1 < len(self.page_offsets) else self.jsonl_bytes
+        return self.page_offsets[page], end - self.page_offsets[page]
 
 
-def dataset_parquet(records: Sequence[ResultRecord]) -> bytes:
-    """``dataset.parquet`` bytes with :data:`RECORD_SCHEMA`."""
-    table = pa.Table.from_pylist([r.model_dump(mode="json") for r in records], schema=RECORD_SCHEMA)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return bytes(sink.getvalue().to_pybytes())
+class DatasetWriter:
+    """Writes ``dataset.jsonl``, ``dataset.parquet`` (row groups of ``row_group_size``), ``failures.jsonl``
+    and ``stats.json`` into ``folder`` one record at a time: memory stays bounded by a row group,
+    whatever the dataset's size. Files appear (renamed into place) on :meth:`close`; until then they are
+    hidden temporaries, so a dataset folder never holds a half-written manifest.
+    """
+
+    def __init__(self, folder: Path, row_group_size: int = 10_000, page_size: int = 100) -> None:
+        if row_group_size < 1 or page_size < 1:
+            raise ValueError("row_group_size and page_size must be at least 1")
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.row_group_size = row_group_size
+        self.stats = DatasetStats(page_size=page_size)
+        self._tmp = {name: self.folder / f".tmp-{name}" for name in self.FILES}
+        self._jsonl = open(self._tmp["dataset.jsonl"], "wb")  # noqa: SIM115 (closed in close())
+        self._failures = open(self._tmp["failures.jsonl"], "wb")  # noqa: SIM115
+        self._parquet = pq.ParquetWriter(self._tmp["dataset.parquet"], RECORD_SCHEMA)
+        self._rows: list[dict] = []
+        self._steps: set[int] = set()
+
+    FILES = ("dataset.jsonl", "dataset.parquet", "failures.jsonl", "stats.json")
+
+    def add_record(self, record: ResultRecord) -> None:
+        stats = self.stats
+        if stats.records % stats.page_size == 0:
+            stats.page_offsets.append(stats.jsonl_bytes)
+        row = record.model_dump(mode="json")
+        line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+        self._jsonl.write(line)
+        stats.jsonl_bytes += len(line)
+        stats.records += 1
+        stats.fallback += int(record.perturbation.fallback)
+        for region in record.regions:
+            stats.sources[region.source] = stats.sources.get(region.source, 0) + 1
+        stats.modes[record.perturbation.mode] = stats.modes.get(record.perturbation.mode, 0) + 1
+        self._steps.add(record.perturbation.noise_step)
+        self._rows.append(row)
+        if len(self._rows) >= self.row_group_size:
+            self._flush_rows()
+
+    def add_failure(self, failure: Failure) -> None:
+        self._failures.write((failure.model_dump_json() + "\n").encode("utf-8"))
+        self.stats.failures += 1
+        self.stats.failure_stages[failure.stage] = self.stats.failure_stages.get(failure.stage, 0) + 1
+
+    def _flush_rows(self) -> None:
+        if self._rows:
+            self._parquet.write_table(pa.Table.from_pylist(self._rows, schema=RECORD_SCHEMA))
+            self._rows = []
+
+    def close(self) -> DatasetStats:
+        """Finish the files and rename them into place (``dataset.jsonl`` last); returns the stats."""
+        self._flush_rows()
+        self._parquet.close()
+        self._jsonl.close()
+        self._failures.close()
+        self.stats.noise_steps = sorted(self._steps)
+        self._tmp["stats.json"].write_text(self.stats.model_dump_json(indent=1), encoding="utf-8")
+        for name in ("failures.jsonl", "stats.json", "dataset.parquet", "dataset.jsonl"):
+            _publish(self._tmp[name], self.folder / name)
+        return self.stats
+
+    def abort(self) -> None:
+        """Drop the temporaries (after an error)."""
+        for fh in (self._jsonl, self._failures):
+            fh.close()
+        with contextlib.suppress(Exception):
+            self._parquet.close()
+        for path in self._tmp.values():
+            path.unlink(missing_ok=True)
 
 
-def write_dataset(out_dir: Path, records: Sequence[ResultRecord]) -> None:
-    """Write ``dataset.jsonl`` and ``dataset.parquet`` atomically (temp file + rename)."""
-    out_dir = Path(out_dir)
-    jsonl, parquet = dataset_jsonl(records), dataset_parquet(records)
-    _atomic_write(out_dir / "dataset.jsonl", lambda path: Path(path).write_bytes(jsonl))
-    _atomic_write(out_dir / "dataset.parquet", lambda path: Path(path).write_bytes(parquet))
+def _publish(tmp: Path, target: Path) -> None:
+    """Rename into place with the permissions a plain ``open()`` gives under the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    os.replace(tmp, target)
+
+
+def write_dataset(out_dir: Path, records: Iterable[ResultRecord], failures: Iterable[Failure] = ()) -> DatasetStats:
+    """Write a whole dataset folder's manifest files from ``records`` and ``failures`` (streamed)."""
+    writer = DatasetWriter(Path(out_dir))
+    try:
+        for record in records:
+            writer.add_record(record)
+        for failure in failures:
+            writer.add_failure(failure)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
 
 
 def read_dataset(out_dir: Path) -> Iterator[ResultRecord]:
@@ -87,14 +192,3 @@ def read_dataset(out_dir: Path) -> Iterator[ResultRecord]:
         for line in fh:
             if line.strip():
                 yield ResultRecord.model_validate_json(line)
-
-
-def _atomic_write(target: Path, write: Callable[[str], object]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

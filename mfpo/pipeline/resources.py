@@ -22,6 +22,8 @@ class StageResources:
     embedder: PhraseEmbedder
     providers: list[RegionProvider]
     fallback_to_global: bool
+    region_batch_size: int = 64
+    """Items per provider-chain call in the regions stage: the models' batch when they are loaded."""
 
 
 def build_providers(
@@ -50,7 +52,10 @@ def build_resources(config: RegionsConfig) -> StageResources:
     """Load the embedder and any grounding + SAM models (each once per process); build the chain."""
     embedder = get_embedder()
     models: list[RegionProvider] = []
+    batch = 64
     if config.grounding is not None and config.sam is not None and config.mode in ("grounded", "auto"):
         models.append(get_grounded_provider(config.grounding, config.sam))
+        batch = max(config.sam.effective_batch_size, config.grounding.batch_size)
     providers, fallback = build_providers(config, embedder, models)
-    return StageResources(embedder=embedder, providers=providers, fallback_to_global=fallback)
+    return StageResources(embedder=embedder, providers=providers, fallback_to_global=fallback,
+                          region_batch_size=batch)

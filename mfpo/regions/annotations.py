@@ -19,6 +19,7 @@ class AnnotationProvider:
     annotations gives no regions (the chain then falls back).
     """
 
+    needs_pixels = False
     name: RegionSource = "annotations"
 
     def __init__(self, matcher: LabelMatcher) -> None:

@@ -64,6 +64,8 @@ class RegionProvider(Protocol):
     """Maps each request's keywords to regions. ``name`` is its RegionSource."""
 
     name: RegionSource
+    needs_pixels: bool
+    """True when the provider looks at the image (a model); False when its size is enough."""
 
     def locate(self, requests: Sequence[RegionRequest]) -> list[list[Region]]:
         """One list of regions per request, in order; empty when nothing was found."""

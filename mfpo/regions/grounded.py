@@ -30,6 +30,7 @@ from mfpo.segmentation.sam import SamSegmenter
 class GroundedProvider:
     """Grounding model + SAM behind the :class:`~mfpo.regions.base.RegionProvider` protocol."""
 
+    needs_pixels = True
     name: RegionSource = "grounded"
 
     def __init__(self, detector: ZeroShotDetector, segmenter: SamSegmenter) -> None:

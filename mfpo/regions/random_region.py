@@ -35,6 +35,7 @@ def random_box(
 class RandomProvider:
     """A random region covering ``fraction`` of the image, from the request's seed."""
 
+    needs_pixels = False
     name: RegionSource = "random"
 
     def __init__(self, fraction: float = 0.2, aspect_range: tuple[float, float] = (0.5, 2.0)) -> None:

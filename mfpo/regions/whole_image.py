@@ -14,6 +14,7 @@ class GlobalProvider:
     """One region covering every pixel. MFPO section 3.1: 'for images whose keywords
     fail to locate any visual region, we add diffusion noise across all image areas'."""
 
+    needs_pixels = False
     name: RegionSource = "global"
 
     def locate(self, requests: Sequence[RegionRequest]) -> list[list[Region]]:

@@ -1,7 +1,7 @@
 """Segment-anything with box prompts: checkpoint loading and batched segmentation.
 
 :func:`load_sam` builds the architecture named by ``sam_type`` (``sam_model_registry``
-for vit_h / vit_l / vit_b, :func:`mfpo.models.tiny.build_tiny_sam` for vit_tiny) and
+for vit_h / vit_l / vit_b, :mod:`mfpo.segmentation.architectures` for all of them) and
 loads a checkpoint in segment-anything's format (a plain state dict) strictly, so a
 corrupt file or a checkpoint of another size fails at start-up with a clear message.
 
@@ -27,13 +27,14 @@ import torch
 
 from mfpo.devices import autocast, resolve_device, resolve_dtype
 from mfpo.prefetch import prefetched
+from mfpo.segmentation import architectures
 from mfpo.segmentation.attention import use_sdpa_attention
 from mfpo.segmentation.config import SamConfig
 
 UInt8Image = npt.NDArray[np.uint8]
 BoolMasks = npt.NDArray[np.bool_]
 
-_EMBED_DIM_TO_TYPE = {1280: "vit_h", 1024: "vit_l", 768: "vit_b", 32: "vit_tiny"}
+_EMBED_DIM_TO_TYPE = architectures.EMBED_DIM_TO_TYPE
 
 
 class ModelLoadError(ValueError):
@@ -42,15 +43,10 @@ class ModelLoadError(ValueError):
 
 def build_sam_architecture(sam_type: str) -> Any:
     """An untrained ``segment_anything.modeling.Sam`` of the given type (CPU, float32)."""
-    if sam_type == "vit_tiny":
-        from mfpo.models.tiny import build_tiny_sam
-
-        return build_tiny_sam()
-    from segment_anything import sam_model_registry
-
-    if sam_type not in ("vit_h", "vit_l", "vit_b"):
-        raise ModelLoadError(f"unknown sam_type {sam_type!r}; valid: vit_h, vit_l, vit_b, vit_tiny")
-    return sam_model_registry[sam_type](checkpoint=None)
+    try:
+        return architectures.build_sam_architecture(sam_type)
+    except architectures.UnknownSamType as exc:
+        raise ModelLoadError(str(exc)) from None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:

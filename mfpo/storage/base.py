@@ -7,6 +7,7 @@ store's root (no absolute paths, no ``..``, no backslashes).
 
 from __future__ import annotations
 
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -65,8 +66,12 @@ class ObjectStore(ABC):
         """True if an object is stored at ``key``."""
 
     @abstractmethod
-    def list(self, prefix: str = "") -> Iterator[str]:
-        """Yield the keys that start with ``prefix``, in lexicographic order."""
+    def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
+        """Yield the keys that start with ``prefix``, in lexicographic order (after ``start_after`` if given).
+
+        Only for paths whose size does not grow with a job (indexes, a job's chunk list in recovery and
+        finalize): never call it per item or per request on a job's objects.
+        """
 
     @abstractmethod
     def delete(self, key: str) -> None:
@@ -75,3 +80,20 @@ class ObjectStore(ABC):
     @abstractmethod
     def url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
         """A URL a client can fetch the object from (presigned for S3, file:// locally)."""
+
+    # -- operations with a generic implementation; stores override them where the backend does better --
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of ``key`` from byte ``offset`` (fewer at the end of the object)."""
+        if offset < 0 or length < 0:
+            raise ValueError(f"range of {key!r}: offset and length must be >= 0, got {offset}, {length}")
+        return self.get(key)[offset : offset + length]
+
+    def put_file(self, key: str, path: str | os.PathLike[str], content_type: str = "application/octet-stream") -> None:
+        """Write the file at ``path`` to ``key`` atomically; large files stream (memory stays bounded)."""
+        with open(path, "rb") as fh:
+            self.put(key, fh.read(), content_type)
+
+    def copy(self, source: str, target: str) -> None:
+        """Copy the object at ``source`` to ``target`` (server-side where the backend can)."""
+        self.put(target, self.get(source))

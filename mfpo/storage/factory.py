@@ -5,18 +5,9 @@ Accepted forms:
 * ``/data/mfpo``, ``./out``, ``file:///data/mfpo`` -> :class:`~mfpo.storage.local.LocalStore`;
 * ``s3://bucket`` or ``s3://bucket/some/prefix`` -> :class:`~mfpo.storage.s3.S3Store`.
 
-The endpoint and credentials of an ``s3://`` URI come from the environment, so they
-never appear in command lines or logs:
-
-========================  =====================================================  ==========
-variable                  meaning                                                default
-========================  =====================================================  ==========
-``MFPO_S3_ENDPOINT``      ``host:port`` of the S3/MinIO server (required)        --
-``MFPO_S3_ACCESS_KEY``    access key id                                          anonymous
-``MFPO_S3_SECRET_KEY``    secret access key                                      anonymous
-``MFPO_S3_SECURE``        HTTPS on/off: ``1/true/yes/on`` or ``0/false/no/off``  ``true``
-``MFPO_S3_REGION``        bucket region (empty: ask the server)                  ``us-east-1``
-========================  =====================================================  ==========
+The endpoint and credentials of an ``s3://`` URI come from the ``MFPO_S3_*`` environment
+variables (:class:`~mfpo.storage.settings.S3Settings`, the one place they are parsed), so they
+never appear in command lines or logs.
 """
 
 from __future__ import annotations
@@ -24,51 +15,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
 from mfpo.storage.base import ObjectStore
 from mfpo.storage.local import LocalStore
-
-ENV_ENDPOINT = "MFPO_S3_ENDPOINT"
-ENV_ACCESS_KEY = "MFPO_S3_ACCESS_KEY"
-ENV_SECRET_KEY = "MFPO_S3_SECRET_KEY"
-ENV_SECURE = "MFPO_S3_SECURE"
-ENV_REGION = "MFPO_S3_REGION"
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-
-
-def parse_bool(name: str, value: str) -> bool:
-    """Parse a boolean environment variable; anything unrecognised is an error, not ``False``."""
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError(f"{name}={value!r} is not a boolean; use one of {sorted(_TRUE | _FALSE)}")
-
-
-def s3_settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The :class:`~mfpo.storage.s3.S3Config` options given by ``MFPO_S3_*`` variables."""
-    endpoint = environ.get(ENV_ENDPOINT, "").strip()
-    if not endpoint:
-        raise ValueError(
-            f"an s3:// store needs the endpoint in {ENV_ENDPOINT} ('host:port', e.g. localhost:9000); "
-            f"credentials go in {ENV_ACCESS_KEY}/{ENV_SECRET_KEY}, and {ENV_SECURE}=false selects plain HTTP"
-        )
-    settings: dict[str, Any] = {"endpoint": endpoint}
-    if ENV_ACCESS_KEY in environ:
-        settings["access_key"] = environ[ENV_ACCESS_KEY]
-    if ENV_SECRET_KEY in environ:
-        settings["secret_key"] = environ[ENV_SECRET_KEY]
-    if ENV_SECURE in environ:
-        settings["secure"] = parse_bool(ENV_SECURE, environ[ENV_SECURE])
-    if ENV_REGION in environ:
-        settings["region"] = environ[ENV_REGION].strip() or None
-    return settings
 
 
 def open_store(
@@ -96,18 +47,15 @@ def open_store(
         return LocalStore(url2pathname(parts.path))
     if scheme == "s3":
         from mfpo.storage.s3 import S3Config, S3Store  # the minio client is only needed here
+        from mfpo.storage.settings import S3Settings
 
         if not parts.netloc:
             raise ValueError(f"S3 URI {uri!r} has no bucket; use s3://bucket or s3://bucket/prefix")
         if parts.query or parts.fragment:
             raise ValueError(f"S3 URI {uri!r} must not have a query or fragment")
-        settings = s3_settings_from_env(os.environ if environ is None else environ)
-        config = S3Config(
-            bucket=parts.netloc,
-            prefix=unquote(parts.path),
-            create_bucket=create_bucket,
-            **settings,
-        )
+        settings = S3Settings() if environ is None else S3Settings.from_environ(environ)
+        config: S3Config = settings.store_config(bucket=parts.netloc, prefix=unquote(parts.path),
+                                                 create_bucket=create_bucket or settings.create_bucket)
         return S3Store(config)
     raise ValueError(
         f"unsupported store URI scheme {parts.scheme!r} in {uri!r}; use a path, file:// or s3://"

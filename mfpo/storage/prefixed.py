@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -27,10 +28,20 @@ class PrefixedStore(ObjectStore):
     def exists(self, key: str) -> bool:
         return self.inner.exists(self._key(key))
 
-    def list(self, prefix: str = "") -> Iterator[str]:
+    def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
         cut = len(self.prefix) + 1
-        for key in self.inner.list(f"{self.prefix}/{prefix}"):
+        after = None if start_after is None else f"{self.prefix}/{start_after}"
+        for key in self.inner.list(f"{self.prefix}/{prefix}", after):
             yield key[cut:]
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        return self.inner.get_range(self._key(key), offset, length)
+
+    def put_file(self, key: str, path: str | os.PathLike[str], content_type: str = "application/octet-stream") -> None:
+        self.inner.put_file(self._key(key), path, content_type)
+
+    def copy(self, source: str, target: str) -> None:
+        self.inner.copy(self._key(source), self._key(target))
 
     def delete(self, key: str) -> None:
         self.inner.delete(self._key(key))

@@ -91,6 +91,11 @@ class S3Config(ComponentConfig):
         description="Base of the exponential backoff between retries (seconds, doubled each try).",
     )
     pool_size: int = Field(default=10, ge=1, description="Maximum pooled HTTP connections to the endpoint.")
+    multipart_part_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        description="Part size of multipart uploads of files (datasets): the memory an upload holds at once.",
+    )
 
     @field_validator("endpoint", "public_endpoint")
     @classmethod
@@ -277,13 +282,44 @@ class S3Store(ObjectStore):
             return False
         return True
 
-    def list(self, prefix: str = "") -> Iterator[str]:
+    def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
         # S3 lists keys in UTF-8 byte order, which equals str order for the ASCII keys check_key allows.
+        after = None if start_after is None else self._prefix + start_after
         with self._translate(f"list {prefix!r}"):
-            for obj in self.client.list_objects(self.bucket, prefix=self._prefix + prefix, recursive=True):
+            for obj in self.client.list_objects(self.bucket, prefix=self._prefix + prefix, recursive=True,
+                                                start_after=after):
                 name = obj.object_name
                 if name is not None and not obj.is_dir:
                     yield name[len(self._prefix) :]
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise ValueError(f"range of {key!r}: offset and length must be >= 0, got {offset}, {length}")
+        if length == 0:
+            return b""
+        name = self.object_name(key)
+        with self._translate(f"get {key!r} bytes {offset}+{length}"):
+            response = self.client.get_object(self.bucket, name, offset=offset, length=length)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+    def put_file(self, key: str, path: str | os.PathLike[str], content_type: str = "application/octet-stream") -> None:
+        """Upload a file in parts of ``multipart_part_bytes`` (multipart above one part): memory stays bounded."""
+        name = self.object_name(key)
+        with self._translate(f"put {key!r} from a file"):
+            self.client.fput_object(self.bucket, name, os.fspath(path), content_type=content_type,
+                                    part_size=self.config.multipart_part_bytes)
+
+    def copy(self, source: str, target: str) -> None:
+        """Server-side copy (no bytes through this process)."""
+        from minio.commonconfig import CopySource
+
+        with self._translate(f"copy {source!r} to {target!r}"):
+            self.client.copy_object(self.bucket, self.object_name(target),
+                                    CopySource(self.bucket, self.object_name(source)))
 
     def delete(self, key: str) -> None:
         name = self.object_name(key)

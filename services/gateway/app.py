@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+import redis
 from celery import Celery
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,23 +21,27 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mfpo.jobs import JobStore
-from mfpo.storage.base import StoreUnavailable
+from mfpo.jobs import Dispatcher, JobRecord, JobState, JobStore
+from mfpo.jobs.settings import PlatformSettings, get_platform_settings
+from mfpo.jobs.state import StateLost
+from mfpo.storage.base import StoreError, StoreUnavailable
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.routes import datasets, health, items, jobs, uploads
-from services.settings import Settings, get_settings
+from services.gateway.settings import GatewaySettings, get_gateway_settings
 
 log = logging.getLogger(__name__)
 
 
 class Resources:
-    """What routes share, created on first use: the store, the Celery client, keys, limiter, metrics."""
+    """What routes share, created on first use: store, Redis, Celery sender, keys, limiter, metrics."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: GatewaySettings, platform: PlatformSettings) -> None:
         self.settings = settings
+        self.platform = platform
         self._lock = threading.Lock()
         self._jobs: JobStore | None = None
         self._celery: Celery | None = None
+        self._redis: Any = None
         self._keys = settings.tenant_keys()  # malformed keys fail at start-up
         self.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
         self.registry = CollectorRegistry()
@@ -52,16 +57,32 @@ class Resources:
     def jobs(self) -> JobStore:
         with self._lock:
             if self._jobs is None:
-                self._jobs = JobStore(self.settings.open_store())
+                self._jobs = JobStore(self.platform.open_store())
             return self._jobs
 
     def celery(self) -> Celery:
+        """A Celery client (sender only) configured like the workers, from the platform settings."""
         with self._lock:
             if self._celery is None:
-                from worker.app import create_celery
-
-                self._celery = create_celery(self.settings)
+                app = Celery("mfpo-gateway")
+                app.conf.update(self.platform.celery_config())
+                self._celery = app
             return self._celery
+
+    def redis(self) -> Any:
+        with self._lock:
+            if self._redis is None:
+                import redis
+
+                self._redis = redis.Redis.from_url(self.platform.broker_url(), socket_timeout=10,
+                                                   socket_connect_timeout=3)
+            return self._redis
+
+    def dispatcher(self) -> Dispatcher:
+        return Dispatcher(self.celery(), self.platform.queue_prefix, self.platform.models_configured)
+
+    def state(self, job: JobRecord) -> JobState:
+        return JobState(self.redis(), self.platform.queue_prefix, job.tenant, job.id)
 
 
 class BodyLimit:
@@ -109,15 +130,17 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+def create_app(settings: GatewaySettings | None = None, platform: PlatformSettings | None = None) -> FastAPI:
+    settings = settings or get_gateway_settings()
+    platform = platform or get_platform_settings()
     app = FastAPI(
         title="MFPO platform",
         version="1",
         description="Modality-fair preference data: submit items, get rejected images and a dataset.",
     )
     app.state.settings = settings
-    app.state.resources = Resources(settings)
+    app.state.platform = platform
+    app.state.resources = Resources(settings, platform)
     for router in (health.router, jobs.router, items.router, uploads.router, datasets.router):
         app.include_router(router)
 
@@ -130,6 +153,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
         log.warning("object store unavailable on %s %s: %s", request.method, request.url.path, exc)
         return JSONResponse({"detail": "the object store is unavailable; retry shortly"}, status_code=503,
+                            headers={"Retry-After": "5"})
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError) -> JSONResponse:
+        log.error("object store error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": f"the object store refused the request: {exc}"}, status_code=503,
+                            headers={"Retry-After": "30"})
+
+    @app.exception_handler(StateLost)
+    async def state_lost(request: Request, exc: StateLost) -> JSONResponse:
+        log.warning("job state lost on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "the job's state is being rebuilt from the store; retry shortly"},
+                            status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(redis.RedisError)
+    async def redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:
+        log.warning("Redis unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "the broker (Redis) is unavailable; retry shortly"}, status_code=503,
                             headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)

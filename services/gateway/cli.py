@@ -15,8 +15,8 @@ def serve(
     """Run the REST gateway (settings from MFPO_* environment variables)."""
     import uvicorn
 
-    from services.settings import get_settings
+    from services.gateway.settings import get_gateway_settings
 
-    get_settings().tenant_keys()  # malformed MFPO_API_KEYS fail here, before binding the port
+    get_gateway_settings().tenant_keys()  # malformed MFPO_API_KEYS fail here, before binding the port
     uvicorn.run("services.gateway.app:create_app", factory=True, host=host, port=port, workers=workers,
                 proxy_headers=True, log_level="info")

@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Annotated
 
-from celery import Celery
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from mfpo.jobs import JobNotFound, JobRecord, JobStore
-from services.settings import Settings
+from mfpo.jobs import Dispatcher, JobNotFound, JobRecord, JobState, JobStore
+from mfpo.jobs.settings import PlatformSettings
+from services.gateway.settings import GatewaySettings
+
+bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
 
 
-def get_settings_from_app(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
+def get_settings_from_app(request: Request) -> GatewaySettings:
+    settings: GatewaySettings = request.app.state.settings
     return settings
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]
+SettingsDep = Annotated[GatewaySettings, Depends(get_settings_from_app)]
+
+
+def get_platform_from_app(request: Request) -> PlatformSettings:
+    platform: PlatformSettings = request.app.state.platform
+    return platform
+
+
+PlatformDep = Annotated[PlatformSettings, Depends(get_platform_from_app)]
 
 
 def get_job_store(request: Request) -> JobStore:
@@ -28,20 +40,22 @@ def get_job_store(request: Request) -> JobStore:
 JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
 
 
-def get_celery(request: Request) -> Celery:
-    app: Celery = request.app.state.resources.celery()
-    return app
+def get_dispatcher(request: Request) -> Dispatcher:
+    dispatcher: Dispatcher = request.app.state.resources.dispatcher()
+    return dispatcher
 
 
-CeleryDep = Annotated[Celery, Depends(get_celery)]
+DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 
 
-def get_tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+def get_tenant(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None
+) -> str:
     """The tenant of the request's bearer key: 401 without a valid key, 429 over the rate limit."""
-    if not authorization or not authorization.startswith("Bearer "):
+    if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(401, "missing API key: send 'Authorization: Bearer <key>'",
                             headers={"WWW-Authenticate": "Bearer"})
-    key = authorization.removeprefix("Bearer ").strip()
+    key = credentials.credentials.strip()
     tenant = None
     for known, owner in request.app.state.resources.tenant_keys().items():
         if secrets.compare_digest(known.encode(), key.encode()):
@@ -66,3 +80,19 @@ def get_job(job_id: str, tenant: TenantDep, jobs: JobStoreDep) -> JobRecord:
 
 
 JobDep = Annotated[JobRecord, Depends(get_job)]
+
+
+def get_job_state(job: JobDep, request: Request) -> JobState:
+    state: JobState = request.app.state.resources.state(job)
+    return state
+
+
+JobStateDep = Annotated[JobState, Depends(get_job_state)]
+
+
+def get_state_factory(request: Request) -> Callable[[JobRecord], JobState]:
+    factory: Callable[[JobRecord], JobState] = request.app.state.resources.state
+    return factory
+
+
+JobStateFactory = Annotated[Callable[[JobRecord], JobState], Depends(get_state_factory)]

@@ -35,13 +35,25 @@ class JobPublic(BaseModel):
     options: dict[str, Any]
     created_at: datetime
     closed_at: datetime | None
-    status: Literal["open", "processing", "finished"] = Field(
-        description="open: accepts items; processing: closed, items unfinished; finished: dataset ready."
+    status: Literal["open", "closing", "processing", "finished"] = Field(
+        description="open: accepts items; closing: close asked, submissions still in flight; processing: closed, "
+        "items unfinished; finished: dataset ready."
     )
     counts: JobCounts
     progress: float = Field(description="Finished items / submitted items (0 when none).")
-    items_per_second: float = Field(description="Finished items per second since the job was created.")
-    eta_seconds: float | None = Field(description="Estimated seconds to finish the submitted items.")
+    items_per_second: float = Field(description="Items finished per second recently (status_rate_window_s).")
+    eta_seconds: float | None = Field(
+        description="Seconds to finish the submitted items at the recent rate (null until a rate is known)."
+    )
+    stages: dict[str, int] = Field(
+        default_factory=dict,
+        description="Items each stage ran on ('{stage}') and skipped as already done ('{stage}:skipped').",
+    )
+
+
+class JobList(BaseModel):
+    jobs: list[JobPublic]
+    next_after: str | None = Field(description="Cursor of the next page (the 'after' parameter); null: last page.")
 
 
 class ItemsCreate(BaseModel):
@@ -63,6 +75,16 @@ class ItemRefused(BaseModel):
 class ItemsResult(BaseModel):
     accepted: list[ItemAccepted]
     rejected: list[ItemRefused]
+    unprocessed: list[int] = Field(
+        default_factory=list,
+        description="Indexes not handled because the store or broker failed (503): send them again.",
+    )
+
+
+class ItemsInterrupted(ItemsResult):
+    """A 503 body: the reason, and the per-item answers decided before the failure."""
+
+    detail: str
 
 
 class ItemPublic(BaseModel):
@@ -95,3 +117,13 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 AUTHED_ERRORS = errors(400, 401, 404, 413, 422, 429, 503)
 """Errors any authenticated route can answer."""
+
+
+class UploadForm(BaseModel):
+    """The multipart form of ``POST /v1/jobs/{id}/uploads`` (documentation of the request body)."""
+
+    file: bytes = Field(json_schema_extra={"format": "binary"},
+                        description="Items: .jsonl, .json or .parquet in a format the readers know.")
+    images: bytes | None = Field(default=None, json_schema_extra={"format": "binary"},
+                                 description="Optional zip of the images the rows name by relative path.")
+    format: str | None = Field(default=None, description="Force the input format (default: detected).")

@@ -1,4 +1,4 @@
-"""The finished dataset of a job, as JSONL, Parquet, or TRL's vision DPO Parquet."""
+"""The finished dataset of a job (JSONL, Parquet, TRL's vision DPO Parquet) and its gallery, paged."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from datetime import timedelta
 from enum import Enum
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.background import BackgroundTask
 
 from mfpo.exporters import export_dataset
 from mfpo.gallery import render_gallery_page
 from mfpo.jobs import JobKeys, JobRecord, JobStore
-from mfpo.jobs.dataset import collect_dataset
-from mfpo.pipeline.dataset import read_dataset
+from mfpo.pipeline.dataset import DatasetStats, read_dataset
+from mfpo.schemas import ResultRecord
 from services.gateway.deps import JobDep, JobStoreDep
 from services.gateway.schemas import AUTHED_ERRORS, errors
 
@@ -40,14 +40,18 @@ def _materialize(jobs: JobStore, job: JobRecord, folder: Path) -> None:
             target.write_bytes(outputs.get(rel))
 
 
+def _require_finished(jobs: JobStore, job: JobRecord) -> None:
+    if not jobs.dataset_ready(job):
+        raise HTTPException(409, f"job {job.id} is not finished: close it and wait until every item is done")
+
+
 @router.get("/dataset", responses={200: {"description": "JSONL lines or a Parquet file", "content": {
     "application/x-ndjson": {}, "application/vnd.apache.parquet": {}}}})
 def get_dataset(job: JobDep, jobs: JobStoreDep, format: DatasetFormat = DatasetFormat.jsonl) -> Response:
     """The dataset once the job is finished (409 before). jsonl/parquet: the manifest (image paths relative
     to the job's outputs, fetch them through the item URLs); trl: a self-contained Parquet with image bytes."""
     keys = JobKeys(job.tenant, job.id)
-    if not jobs.dataset_ready(job):
-        raise HTTPException(409, f"job {job.id} is not finished: close it and wait until every item is done")
+    _require_finished(jobs, job)
     if format is DatasetFormat.jsonl:
         return Response(jobs.store.get(keys.manifest), media_type="application/x-ndjson")
     if format is DatasetFormat.parquet:
@@ -63,30 +67,36 @@ def get_dataset(job: JobDep, jobs: JobStoreDep, format: DatasetFormat = DatasetF
                         background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))
 
 
-GALLERY_PAGE_SIZE = 100
 GALLERY_URL_TTL = timedelta(hours=1)
+
+
+def dataset_page(jobs: JobStore, job: JobRecord, stats: DatasetStats, page: int) -> list[ResultRecord]:
+    """The records of one page, read with one range request on the manifest (never the whole dataset)."""
+    offset, length = stats.page_range(page)
+    if length == 0:
+        return []
+    data = jobs.store.get_range(JobKeys(job.tenant, job.id).manifest, offset, length)
+    return [ResultRecord.model_validate_json(line) for line in data.decode("utf-8").splitlines() if line.strip()]
 
 
 @router.get("/gallery", response_class=Response,
             responses={200: {"description": "The gallery page", "content": {"text/html": {}}}})
-def get_gallery(job: JobDep, jobs: JobStoreDep, page: int = 1) -> HTMLResponse:
-    """The job's gallery (original, rejected image and mask per item; presigned image URLs), 100 per page."""
-    if page < 1:
-        raise HTTPException(422, "page starts at 1")
-    if not jobs.dataset_ready(job):
-        raise HTTPException(409, f"job {job.id} is not finished: close it and wait until every item is done")
-    data = collect_dataset(jobs, job)
-    outputs = jobs.outputs(job)
+def get_gallery(job: JobDep, jobs: JobStoreDep, page: int = Query(1, ge=1, description="1-based page.")
+                ) -> HTMLResponse:
+    """The job's gallery (original, rejected image and mask per item; presigned image URLs), a page at a time."""
+    _require_finished(jobs, job)
+    stats = DatasetStats.model_validate_json(jobs.store.get(JobKeys(job.tenant, job.id).stats))
     try:
-        html = render_gallery_page(
-            data.records,
-            f"MFPO job {job.name}",
-            link=lambda rel: outputs.url(rel, GALLERY_URL_TTL),
-            page_href=lambda k: f"?page={k + 1}",
-            failures_count=len(data.failures),
-            page=page - 1,
-            page_size=GALLERY_PAGE_SIZE,
-        )
+        records = dataset_page(jobs, job, stats, page - 1)
     except ValueError as exc:
         raise HTTPException(404, str(exc)) from None
+    outputs = jobs.outputs(job)
+    html = render_gallery_page(
+        records,
+        f"MFPO job {job.name}",
+        link=lambda rel: outputs.url(rel, GALLERY_URL_TTL),
+        page_href=lambda k: f"?page={k + 1}",
+        stats=stats,
+        page=page - 1,
+    )
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})

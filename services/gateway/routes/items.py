@@ -1,83 +1,119 @@
-"""Items: submit a batch (stored first, then queued), read one item's result or failure."""
+"""Items: submit a batch (stored in chunks first, then queued), read one item's result or failure."""
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
 
-from mfpo.jobs import ItemRejected, JobKeys, accept_item
-from services.gateway.deps import CeleryDep, JobDep, JobStoreDep, SettingsDep
+from mfpo.jobs import ItemRejected, JobClosing, JobRecord, JobStore, Submission, SubmissionInterrupted
+from mfpo.jobs.intake import IntakeResult, read_image_reference, validate_item
+from mfpo.stages.runner import TRANSIENT
+from mfpo.storage.base import StoreError
+from services.gateway.deps import (
+    DispatcherDep,
+    JobDep,
+    JobStateDep,
+    JobStoreDep,
+    PlatformDep,
+    SettingsDep,
+)
 from services.gateway.schemas import (
     AUTHED_ERRORS,
     ItemAccepted,
     ItemPublic,
     ItemRefused,
     ItemsCreate,
+    ItemsInterrupted,
     ItemsResult,
     errors,
 )
-from worker.client import enqueue_item
 
 router = APIRouter(prefix="/v1/jobs/{job_id}/items", tags=["items"],
                    responses={**AUTHED_ERRORS, **errors(409)})
 
-TEXT_FIELDS = ("question", "chosen", "rejected")
 URL_TTL = timedelta(hours=1)
 
 
-@router.post("")
-def submit_items(
-    body: ItemsCreate, request: Request, job: JobDep, jobs: JobStoreDep, celery: CeleryDep, settings: SettingsDep
-) -> ItemsResult:
-    """Accept a batch: each item is validated and written to the store, then queued; per-item errors."""
+def items_result(result: IntakeResult) -> ItemsResult:
+    return ItemsResult(accepted=[ItemAccepted(index=i, id=v) for i, v in result.accepted],
+                       rejected=[ItemRefused(index=i, error=e) for i, e in result.rejected],
+                       unprocessed=result.unprocessed)
+
+
+def interrupted(exc: SubmissionInterrupted) -> JSONResponse:
+    """503 + Retry-After with what was decided before the store or broker failed (a retry is idempotent)."""
+    body = ItemsInterrupted(detail=f"the store or broker failed mid-submission ({exc.reason}); items in "
+                                   "'accepted' and 'rejected' are settled, send the 'unprocessed' ones again",
+                            **items_result(exc.result).model_dump())
+    return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "5"})
+
+
+def count(request: Request, result: ItemsResult) -> None:
+    metrics = request.app.state.resources
+    metrics.items_accepted.inc(len(result.accepted))
+    metrics.items_rejected.inc(len(result.rejected))
+
+
+@router.post("", responses={503: {"model": ItemsInterrupted, "description": "Store or broker failed mid-way."}})
+def submit_items(body: ItemsCreate, request: Request, job: JobDep, jobs: JobStoreDep, state: JobStateDep,
+                 dispatcher: DispatcherDep, settings: SettingsDep, platform: PlatformDep) -> Any:
+    """Accept a batch: each item is validated and stored (in chunks), then queued; per-item answers.
+
+    Sending the same batch again is harmless: items already stored with the same content are answered
+    accepted again, and nothing is stored twice."""
     if job.closed_at is not None:
         raise HTTPException(409, f"job {job.id} is closed; create a new job for more items")
     if len(body.items) > settings.max_items_per_request:
         raise HTTPException(413, f"{len(body.items)} items in one request; the limit is "
                                  f"{settings.max_items_per_request} (max_items_per_request)")
-    accepted, rejected = [], []
-    base = len(jobs.item_ids(job))
-    metrics = request.app.state.resources
-    for index, raw in enumerate(body.items):
-        try:
-            too_long = [f for f in TEXT_FIELDS if isinstance(raw, dict) and isinstance(raw.get(f), str)
-                        and len(raw[f]) > settings.max_text_chars]
-            if too_long:
-                raise ItemRejected(f"{', '.join(too_long)} longer than {settings.max_text_chars} characters")
-            item_id = accept_item(jobs, job, raw, seq=base + index)
-        except ItemRejected as exc:
-            rejected.append(ItemRefused(index=index, error=str(exc)))
-            metrics.items_rejected.inc()
-            continue
-        enqueue_item(celery, job.tenant, job.id, item_id)
-        accepted.append(ItemAccepted(index=index, id=item_id))
-        metrics.items_accepted.inc()
-    return ItemsResult(accepted=accepted, rejected=rejected)
+    limits = settings.intake_limits()
+    try:
+        with Submission(jobs, state, dispatcher, job, platform) as submission:
+            for index, raw in enumerate(body.items):
+                try:
+                    item = validate_item(raw, limits)
+                    data = image_bytes(jobs, job, item.image, submission, index)
+                except ItemRejected as exc:
+                    submission.reject(index, str(exc))
+                    continue
+                if data is not None:
+                    submission.add(index, item, data)
+            result = items_result(submission.finish())
+    except JobClosing:
+        raise HTTPException(409, f"job {job.id} is closed; create a new job for more items") from None
+    except SubmissionInterrupted as exc:
+        return interrupted(exc)
+    count(request, result)
+    return result
 
 
-def _with_urls(record: dict[str, Any], jobs: Any, job: Any) -> dict[str, Any]:
-    out = jobs.outputs(job)
-    for field in ("image", "rejected_image", "mask"):
-        record[f"{field}_url"] = out.url(record[field], URL_TTL)
-    return record
+def image_bytes(jobs: JobStore, job: JobRecord, ref: str, submission: Submission, index: int) -> bytes | None:
+    """The item's image bytes; a store failure interrupts the submission (None) instead of failing the item."""
+    try:
+        return read_image_reference(jobs, job, ref)
+    except (StoreError, *TRANSIENT) as exc:
+        submission.interrupt(exc, index)
+        return None
 
 
 @router.get("/{item_id}")
-def get_item(item_id: str, job: JobDep, jobs: JobStoreDep) -> ItemPublic:
+def get_item(item_id: str, job: JobDep, jobs: JobStoreDep, state: JobStateDep) -> ItemPublic:
     """The item's result record (with presigned URLs) or its failure; queued/running while unfinished."""
-    try:
-        jobs.get_item(job, item_id)
-    except LookupError:
-        raise HTTPException(404, f"item {item_id!r} not found in job {job.id}") from None
-    outcome = jobs.get_outcome(job, item_id)
+    chunk = state.item_chunk(item_id)
+    if chunk is None:
+        raise HTTPException(404, f"item {item_id!r} not found in job {job.id}")
+    outcome = jobs.outcome(job, chunk, item_id)
     if outcome is None:
-        started = any(True for _ in jobs.store.list(f"{JobKeys(job.tenant, job.id).root}/work/{item_id}/"))
-        return ItemPublic(id=item_id, status="running" if started else "queued")
+        cs = state.chunk_state(chunk)
+        return ItemPublic(id=item_id, status="running" if cs is not None and cs.status == "running" else "queued")
     if outcome.status == "failed":
         return ItemPublic(id=item_id, status="failed", failure=outcome.failure)
-    assert outcome.record_key is not None
-    record = json.loads(jobs.outputs(job).get(outcome.record_key))
-    return ItemPublic(id=item_id, status="done", record=_with_urls(record, jobs, job))
+    assert outcome.record is not None
+    record = outcome.record.model_dump(mode="json")
+    out = jobs.outputs(job)
+    for field in ("image", "rejected_image", "mask"):
+        record[f"{field}_url"] = out.url(record[field], URL_TTL)
+    return ItemPublic(id=item_id, status="done", record=record)

@@ -1,25 +1,34 @@
-"""Jobs: create, list, status, close."""
+"""Jobs: create, list (paginated), status (O(1): one store read, one Redis round trip), close."""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import ValidationError
 
-from mfpo.jobs import JobRecord, JobStore
+from mfpo.jobs import JobRecord, JobState, JobStore, StateLost
+from mfpo.jobs.dispatch import Dispatcher
 from mfpo.jobs.intake import validation_message
-from mfpo.jobs.records import utc_now
 from mfpo.pipeline.config import GenerateConfig
-from services.gateway.deps import CeleryDep, JobDep, JobStoreDep, SettingsDep, TenantDep
-from services.gateway.schemas import AUTHED_ERRORS, JobCounts, JobCreate, JobPublic
-from services.settings import Settings
-from worker.client import reconcile
+from services.gateway.deps import (
+    DispatcherDep,
+    JobDep,
+    JobStateDep,
+    JobStateFactory,
+    JobStoreDep,
+    PlatformDep,
+    SettingsDep,
+    TenantDep,
+)
+from services.gateway.schemas import AUTHED_ERRORS, JobCounts, JobCreate, JobList, JobPublic, errors
+from services.gateway.settings import GatewaySettings
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTHED_ERRORS)
 
 
-def job_options(raw: dict[str, Any], settings: Settings) -> GenerateConfig:
+def job_options(raw: dict[str, Any], settings: GatewaySettings, models_configured: bool) -> GenerateConfig:
     """Validate client options; model paths are refused (deployment settings), grounded needs models.
 
     ``limits.max_pixels`` defaults to, and may not exceed, the deployment's ``max_image_pixels``.
@@ -29,7 +38,7 @@ def job_options(raw: dict[str, Any], settings: Settings) -> GenerateConfig:
         raise HTTPException(422, "options.regions and options.limits must be objects")
     if {"grounding", "sam"} & set(regions):
         raise HTTPException(422, "options.regions.grounding/sam are deployment settings, not job options")
-    if regions.get("mode") == "grounded" and not (settings.grounding_model and settings.sam_checkpoint):
+    if regions.get("mode") == "grounded" and not models_configured:
         raise HTTPException(422, "regions.mode 'grounded' needs a deployment with a grounding model and SAM")
     limits = {"max_pixels": settings.max_image_pixels, **limits}
     try:
@@ -42,54 +51,92 @@ def job_options(raw: dict[str, Any], settings: Settings) -> GenerateConfig:
     return options
 
 
-def public(job: JobRecord, jobs: JobStore) -> JobPublic:
-    counts = jobs.counts(job)
-    finished = counts["done"] + counts["failed"]
-    elapsed = max((utc_now() - job.created_at).total_seconds(), 1e-6)
-    rate = finished / elapsed
-    remaining = counts["submitted"] - finished
+def public(job: JobRecord, jobs: JobStore, state: JobState, dispatcher: Dispatcher,
+           settings: GatewaySettings) -> JobPublic:
+    """The job's status from its derived state (no LIST, no GET per item). A lost state answers 503 and asks the
+    workers for a rebuild (once)."""
+    try:
+        counts = state.counts()
+    except StateLost:
+        if state.ask_rebuild_once():
+            dispatcher.rebuild(job.tenant, job.id)
+        raise
+    rate = state.recent_rate(settings.status_rate_window_s)
+    remaining = counts.submitted - counts.finished
     if job.closed_at is None:
-        state = "open"
-    elif remaining == 0 and jobs.dataset_ready(job):
-        state = "finished"
+        phase = "closing" if counts.closing else "open"
+    elif counts.finalize == "done" and remaining <= 0:
+        phase = "finished"
     else:
-        state = "processing"
+        phase = "processing"
+    if remaining <= 0:
+        eta: float | None = 0.0
+    else:
+        eta = round(remaining / rate, 1) if rate else None
     return JobPublic(
         id=job.id,
         name=job.name,
         options=job.options.model_dump(mode="json"),
         created_at=job.created_at,
         closed_at=job.closed_at,
-        status=state,
-        counts=JobCounts(**counts),
-        progress=finished / counts["submitted"] if counts["submitted"] else 0.0,
-        items_per_second=round(rate, 4),
-        eta_seconds=round(remaining / rate, 1) if rate > 0 and remaining else (0.0 if not remaining else None),
+        status=phase,
+        counts=JobCounts(submitted=counts.submitted, queued=counts.queued, running=counts.running,
+                         done=counts.done, failed=counts.failed),
+        progress=counts.finished / counts.submitted if counts.submitted else 0.0,
+        items_per_second=round(rate or 0.0, 4),
+        eta_seconds=eta,
+        stages=counts.stages,
     )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_job(body: JobCreate, tenant: TenantDep, jobs: JobStoreDep, settings: SettingsDep) -> JobPublic:
-    """Create a job; items are added with POST /v1/jobs/{id}/items."""
-    job = jobs.create_job(tenant, body.name, job_options(body.options, settings))
-    return public(job, jobs)
+def create_job(body: JobCreate, tenant: TenantDep, jobs: JobStoreDep, settings: SettingsDep,
+               platform: PlatformDep, dispatcher: DispatcherDep, job_state: JobStateFactory) -> JobPublic:
+    """Create a job; items are added with POST /v1/jobs/{id}/items or /v1/jobs/{id}/uploads."""
+    job = jobs.create_job(tenant, body.name, job_options(body.options, settings, platform.models_configured))
+    state = job_state(job)
+    state.init()
+    return public(job, jobs, state, dispatcher, settings)
 
 
 @router.get("")
-def list_jobs(tenant: TenantDep, jobs: JobStoreDep) -> list[JobPublic]:
-    """The tenant's jobs."""
-    return [public(j, jobs) for j in jobs.list_jobs(tenant)]
+def list_jobs(tenant: TenantDep, jobs: JobStoreDep, settings: SettingsDep, dispatcher: DispatcherDep,
+              job_state: JobStateFactory,
+              limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
+              after: Annotated[str | None, Query(max_length=200, description="The previous page's next_after.")] = None,
+              ) -> JobList:
+    """The tenant's jobs, oldest first, a page at a time (``next_after`` continues; null at the end)."""
+    page, cursor = jobs.list_jobs(tenant, limit, after)
+    out = []
+    for job in page:
+        try:
+            out.append(public(job, jobs, job_state(job), dispatcher, settings))
+        except StateLost:
+            continue
+    return JobList(jobs=out, next_after=cursor)
 
 
 @router.get("/{job_id}")
-def get_job_status(job: JobDep, jobs: JobStoreDep) -> JobPublic:
-    """Counts queued/running/done/failed, progress, items/s and ETA."""
-    return public(job, jobs)
+def get_job_status(job: JobDep, jobs: JobStoreDep, state: JobStateDep, dispatcher: DispatcherDep,
+                   settings: SettingsDep) -> JobPublic:
+    """Counts queued/running/done/failed, progress, recent items/s and ETA, items per stage."""
+    return public(job, jobs, state, dispatcher, settings)
 
 
-@router.post("/{job_id}/close")
-def close_job(job: JobDep, jobs: JobStoreDep, celery: CeleryDep) -> JobPublic:
-    """No more items; unfinished items are re-queued and the dataset is built when all are done."""
+@router.post("/{job_id}/close", responses=errors(409))
+def close_job(job: JobDep, jobs: JobStoreDep, state: JobStateDep, dispatcher: DispatcherDep,
+              settings: SettingsDep, platform: PlatformDep) -> JobPublic:
+    """No more items. Waits (up to ``close_wait_s``) for submissions still in flight, then closes; the dataset
+    is written when the last item finishes. 409 when submissions are still running (the job stays closing)."""
+    in_flight = state.begin_close()
+    deadline = time.monotonic() + platform.close_wait_s
+    while in_flight and time.monotonic() < deadline:
+        time.sleep(0.05)
+        in_flight = state.in_flight()
+    if in_flight:
+        raise HTTPException(409, f"{in_flight} submission(s) to job {job.id} still in flight; it accepts no more "
+                                 "items; call close again once they are answered")
     closed = jobs.close_job(job)
-    reconcile(celery, jobs, closed.tenant, closed.id)
-    return public(closed, jobs)
+    if state.mark_closed():
+        dispatcher.finalize(closed)
+    return public(closed, jobs, state, dispatcher, settings)

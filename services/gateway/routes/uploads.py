@@ -1,10 +1,12 @@
 """Uploads: a JSONL/JSON/Parquet file in any format the readers know, images inline or in a zip.
 
-The file is streamed to a temporary folder (``max_upload_bytes``); an attached zip is
-extracted there with zip-slip and zip-bomb checks (member names must stay inside the
-folder; the uncompressed total is bounded by ``max_upload_bytes``). Image paths in the
-file may only point inside that folder. Each row is then accepted or refused like a
-submitted item, and the accepted ones are queued.
+The request is authenticated before its body is read (the route takes no form parameters:
+FastAPI would read and spool the body before running the dependencies). The multipart body is
+then streamed to a temporary folder, part by part, with the file writes off the event loop
+(``max_upload_bytes`` per part). An attached zip is never extracted: each image is read from it on
+demand, bounded by the job's ``limits.max_bytes`` (zip-slip and zip-bomb proof by construction).
+The rows are read and submitted in a worker thread through the one intake path
+(:class:`~mfpo.jobs.intake.Submission`), so ``/healthz`` keeps answering during a big upload.
 """
 
 from __future__ import annotations
@@ -12,55 +14,179 @@ from __future__ import annotations
 import shutil
 import tempfile
 import zipfile
-from pathlib import Path
-from typing import Annotated
+from pathlib import Path, PurePosixPath
+from typing import Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+import anyio
+from fastapi import APIRouter, HTTPException, Request
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
 
 from mfpo.images import ImageError, load_image_bytes
-from mfpo.jobs import ItemRejected, JobRecord, JobStore
-from mfpo.jobs.intake import store_item
+from mfpo.jobs import ItemRejected, JobClosing, JobRecord, JobState, JobStore, Submission, SubmissionInterrupted
+from mfpo.jobs.dispatch import Dispatcher
+from mfpo.jobs.intake import IntakeLimits, check_text_limits
+from mfpo.jobs.settings import PlatformSettings
 from mfpo.readers import FORMATS, ReadItem, read_items
-from services.gateway.deps import CeleryDep, JobDep, JobStoreDep, SettingsDep
-from services.gateway.schemas import AUTHED_ERRORS, ItemAccepted, ItemRefused, ItemsResult, errors
-from worker.client import enqueue_item
+from services.gateway.deps import DispatcherDep, JobDep, JobStateDep, JobStoreDep, PlatformDep, SettingsDep
+from services.gateway.routes.items import count, interrupted, items_result
+from services.gateway.schemas import AUTHED_ERRORS, ItemsInterrupted, ItemsResult, UploadForm, errors
 
 router = APIRouter(prefix="/v1/jobs/{job_id}/uploads", tags=["uploads"],
                    responses={**AUTHED_ERRORS, **errors(409)})
 
 SUFFIXES = (".jsonl", ".json", ".parquet")
 MAX_ZIP_MEMBERS = 1_000_000
+FLUSH_BYTES = 1 << 20
+FIELD_LIMIT = 1024
 
 
-async def _save(upload: UploadFile, target: Path, limit: int) -> None:
-    size = 0
-    with target.open("wb") as fh:
-        while chunk := await upload.read(1 << 20):
-            size += len(chunk)
-            if size > limit:
-                raise HTTPException(413, f"upload {upload.filename!r} is over {limit} bytes (max_upload_bytes)")
-            fh.write(chunk)
+class _Part:
+    def __init__(self) -> None:
+        self.name = ""
+        self.filename: str | None = None
+        self.path: Path | None = None
+        self.buffer = bytearray()
+        self.size = 0
+        self.handle: Any = None
+        self.header_field = b""
+        self.header_value = b""
+        self.headers: dict[bytes, bytes] = {}
 
 
-def extract_zip(path: Path, root: Path, limit: int) -> None:
-    """Extract ``path`` into ``root``; 422 for a broken zip, an escaping name, or too much data."""
+class MultipartUpload:
+    """A streamed multipart/form-data body: file parts as files in ``folder``, text fields in memory."""
+
+    def __init__(self, folder: Path, part_limit: int) -> None:
+        self.folder = folder
+        self.part_limit = part_limit
+        self.files: dict[str, tuple[str, Path]] = {}
+        self.fields: dict[str, str] = {}
+        self._part: _Part | None = None
+        self._done: list[_Part] = []
+        self._error: HTTPException | None = None
+
+    # python-multipart callbacks (synchronous, called from parser.write) --------------------------
+
+    def on_part_begin(self) -> None:
+        self._part = _Part()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        assert self._part is not None
+        self._part.header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        assert self._part is not None
+        self._part.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        part = self._part
+        assert part is not None
+        part.headers[part.header_field.lower()] = part.header_value
+        part.header_field = part.header_value = b""
+
+    def on_headers_finished(self) -> None:
+        part = self._part
+        assert part is not None
+        _, params = parse_options_header(part.headers.get(b"content-disposition", b""))
+        part.name = params.get(b"name", b"").decode("utf-8", "replace")
+        filename = params.get(b"filename")
+        part.filename = filename.decode("utf-8", "replace") if filename is not None else None
+        if part.name not in ("file", "images", "format"):
+            self._error = HTTPException(422, f"unknown form field {part.name!r}: send file, images (zip), format")
+        elif part.name in self.files or part.name in self.fields:
+            self._error = HTTPException(422, f"form field {part.name!r} given twice")
+        elif part.filename is not None:
+            part.path = self.folder / f"part-{part.name}"
+            part.handle = open(part.path, "wb")  # noqa: SIM115 (closed at part end)
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self._part
+        assert part is not None
+        part.size += end - start
+        limit = self.part_limit if part.filename is not None else FIELD_LIMIT
+        if part.size > limit:
+            what = f"upload {part.filename!r}" if part.filename is not None else f"form field {part.name!r}"
+            self._error = self._error or HTTPException(413, f"{what} is over {limit} bytes (max_upload_bytes)")
+            return
+        part.buffer += data[start:end]
+
+    def on_part_end(self) -> None:
+        assert self._part is not None
+        self._done.append(self._part)
+        self._part = None
+
+    # the body, streamed --------------------------------------------------------------------------
+
+    async def read(self, request: Request) -> None:
+        content_type, params = parse_options_header(request.headers.get("content-type", ""))
+        if content_type != b"multipart/form-data" or b"boundary" not in params:
+            raise HTTPException(422, "send the upload as multipart/form-data with a 'file' part")
+        callbacks: Any = {name: getattr(self, name) for name in (
+            "on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_headers_finished",
+            "on_part_data", "on_part_end")}
+        parser = MultipartParser(params[b"boundary"], callbacks)
+        try:
+            async for chunk in request.stream():
+                parser.write(chunk)
+                if self._error is not None:
+                    raise self._error
+                await self._flush(final=False)
+            parser.finalize()
+        except HTTPException:
+            raise
+        except Exception as exc:  # malformed multipart
+            raise HTTPException(422, f"malformed multipart body: {exc}") from None
+        finally:
+            await self._flush(final=True)
+        if self._error is not None:
+            raise self._error
+
+    async def _flush(self, final: bool) -> None:
+        """Write buffered file data (1 MiB at a time, in a thread) and settle finished parts."""
+        parts = [*self._done, *([self._part] if self._part is not None else [])]
+        for part in parts:
+            if part.handle is not None and (final or len(part.buffer) >= FLUSH_BYTES or part in self._done):
+                data, part.buffer = bytes(part.buffer), bytearray()
+                if data:
+                    await anyio.to_thread.run_sync(part.handle.write, data)
+        for part in self._done:
+            if part.handle is not None:
+                await anyio.to_thread.run_sync(part.handle.close)
+                part.handle = None
+                assert part.path is not None
+                self.files[part.name] = (part.filename or "", part.path)
+            elif part.filename is None:
+                self.fields[part.name] = bytes(part.buffer).decode("utf-8", "replace")
+        self._done = []
+        if final and self._part is not None and self._part.handle is not None:
+            self._part.handle.close()
+
+
+def _zip_image(zf: zipfile.ZipFile, ref: str, root: Path, max_bytes: int) -> bytes:
+    """An image of the attached zip, named by the row relative to the file (paths cannot leave the zip)."""
     try:
-        with zipfile.ZipFile(path) as zf:
-            members = zf.infolist()
-            if len(members) > MAX_ZIP_MEMBERS:
-                raise HTTPException(422, f"zip has {len(members)} members; the limit is {MAX_ZIP_MEMBERS}")
-            if sum(m.file_size for m in members) > limit:
-                raise HTTPException(413, f"zip expands to more than {limit} bytes (max_upload_bytes)")
-            for m in members:
-                target = (root / m.filename).resolve()
-                if not target.is_relative_to(root) or m.filename.startswith("/"):
-                    raise HTTPException(422, f"zip member {m.filename!r} would be written outside the upload")
-            zf.extractall(root)
-    except zipfile.BadZipFile as exc:
-        raise HTTPException(422, f"images is not a valid zip file: {exc}") from None
+        rel = Path(ref).relative_to(root)
+    except ValueError:
+        raise ItemRejected(f"image path {ref!r} is outside the upload (attach the images as a zip)") from None
+    name = PurePosixPath(*rel.parts).as_posix()
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise ItemRejected(f"image {name!r} is not in the attached zip") from None
+    if info.file_size > max_bytes:
+        raise ItemRejected(f"image {name!r} is {info.file_size} bytes, over max_bytes={max_bytes}")
+    try:
+        with zf.open(info) as member:
+            data = member.read(max_bytes + 1)
+    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
+        raise ItemRejected(f"cannot read {name!r} from the zip: {exc}") from None
+    if len(data) > max_bytes:
+        raise ItemRejected(f"image {name!r} is over max_bytes={max_bytes}")
+    return data
 
 
-def _image_bytes(entry: ReadItem, root: Path, job: JobRecord) -> bytes:
+def _image_bytes(entry: ReadItem, root: Path, job: JobRecord, zf: zipfile.ZipFile | None) -> bytes:
     if entry.image_bytes is not None:
         return entry.image_bytes
     ref = entry.item.image
@@ -71,71 +197,89 @@ def _image_bytes(entry: ReadItem, root: Path, job: JobRecord) -> bytes:
             raise ItemRejected(str(exc)) from None
     if "://" in ref:
         raise ItemRejected("uploaded rows may reference images inline, as data: URIs, or inside the attached zip")
-    path = Path(ref).resolve()
-    if not path.is_relative_to(root):
-        raise ItemRejected(f"image path {ref!r} is outside the upload (attach the images as a zip)")
+    if zf is None:
+        raise ItemRejected(f"row names image {Path(ref).name!r}, but no zip of images was attached")
+    return _zip_image(zf, ref, root, job.options.limits.max_bytes)
+
+
+def open_zip(path: Path, limit: int) -> zipfile.ZipFile:
+    """The attached zip, checked: a valid archive, not too many members, declared sizes within ``limit``."""
     try:
-        return load_image_bytes(str(path), None, job.options.limits)
-    except ImageError as exc:
-        raise ItemRejected(str(exc)) from None
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise HTTPException(422, f"images is not a valid zip file: {exc}") from None
+    members = zf.infolist()
+    if len(members) > MAX_ZIP_MEMBERS:
+        zf.close()
+        raise HTTPException(422, f"zip has {len(members)} members; the limit is {MAX_ZIP_MEMBERS}")
+    if sum(m.file_size for m in members) > limit:
+        zf.close()
+        raise HTTPException(413, f"zip expands to more than {limit} bytes (max_upload_bytes)")
+    return zf
 
 
-@router.post("")
-async def upload_items(
-    request: Request,
-    job: JobDep,
-    jobs: JobStoreDep,
-    celery: CeleryDep,
-    settings: SettingsDep,
-    file: Annotated[UploadFile, File(description="Items: .jsonl, .json or .parquet in a known format.")],
-    images: Annotated[UploadFile | None, File(description="Optional zip of the images the file refers to.")] = None,
-    format: Annotated[str | None, Form(description=f"Force the format: {', '.join(FORMATS)}.")] = None,
-) -> ItemsResult:
-    """Submit many items as one file; per-row accepted ids or reasons, like POST .../items."""
+def accept_rows(jobs: JobStore, state: JobState, dispatcher: Dispatcher, job: JobRecord, platform: PlatformSettings,
+                limits: IntakeLimits, items_path: Path, root: Path, zip_path: Path | None, format: str | None,
+                zip_limit: int) -> ItemsResult:
+    """Read the uploaded rows and submit them (runs in a worker thread)."""
+    zf = open_zip(zip_path, zip_limit) if zip_path is not None else None
+    try:
+        rows = read_items(items_path, format, job.options.limits)
+        with Submission(jobs, state, dispatcher, job, platform) as submission:
+            try:
+                for entry in rows:
+                    if not isinstance(entry, ReadItem):
+                        index = entry.row if entry.row is not None else -1
+                        submission.reject(index, entry.reason)
+                        continue
+                    try:
+                        check_text_limits(entry.item, limits)
+                        data = _image_bytes(entry, root, job, zf)
+                    except ItemRejected as exc:
+                        submission.reject(entry.row, str(exc))
+                        continue
+                    submission.add(entry.row, entry.item, data)
+            except (ValueError, OSError) as exc:  # the file itself cannot be read (format, broken Parquet)
+                raise HTTPException(422, f"cannot read the uploaded file: {exc}") from None
+            return items_result(submission.finish())
+    finally:
+        if zf is not None:
+            zf.close()
+
+
+@router.post("", openapi_extra={"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": UploadForm.model_json_schema()}}}},
+    responses={503: {"model": ItemsInterrupted, "description": "Store or broker failed mid-way."}})
+async def upload_items(request: Request, job: JobDep, jobs: JobStoreDep, state: JobStateDep,
+                       dispatcher: DispatcherDep, settings: SettingsDep, platform: PlatformDep) -> Any:
+    """Submit many items as one file (multipart: ``file``, optional ``images`` zip, optional ``format``);
+    per-row accepted ids or reasons, like POST .../items (the index is the row of the file)."""
     if job.closed_at is not None:
         raise HTTPException(409, f"job {job.id} is closed; create a new job for more items")
-    if format is not None and format not in FORMATS:
-        raise HTTPException(422, f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
-    suffix = Path(file.filename or "").suffix.lower()
-    if suffix not in SUFFIXES:
-        raise HTTPException(422, f"file must end in {', '.join(SUFFIXES)}, got {file.filename!r}")
-    folder = Path(tempfile.mkdtemp(prefix="mfpo-upload-")).resolve()
+    folder = Path(await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="mfpo-upload-"))).resolve()
     try:
-        items_path = folder / f"items{suffix}"
-        await _save(file, items_path, settings.max_upload_bytes)
-        if images is not None:
-            archive = folder.parent / f"{folder.name}.zip"
-            try:
-                await _save(images, archive, settings.max_upload_bytes)
-                extract_zip(archive, folder, settings.max_upload_bytes)
-            finally:
-                archive.unlink(missing_ok=True)
-        return _accept_rows(request, job, jobs, celery, items_path, folder, format)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _accept_rows(request: Request, job: JobRecord, jobs: JobStore, celery: CeleryDep, items_path: Path,
-                 root: Path, format: str | None) -> ItemsResult:
-    accepted, rejected = [], []
-    base = len(jobs.item_ids(job))
-    metrics = request.app.state.resources
-    try:
-        entries = list(read_items(items_path, format, job.options.limits))
-    except (ValueError, OSError) as exc:
-        raise HTTPException(422, f"cannot read the uploaded file: {exc}") from None
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, ReadItem):
-            rejected.append(ItemRefused(index=entry.row if entry.row is not None else index, error=entry.reason))
-            metrics.items_rejected.inc()
-            continue
+        body = MultipartUpload(folder, settings.max_upload_bytes)
+        await body.read(request)
+        format = body.fields.get("format") or None
+        if format is not None and format not in FORMATS:
+            raise HTTPException(422, f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
+        if "file" not in body.files:
+            raise HTTPException(422, "the upload needs a 'file' part (.jsonl, .json or .parquet)")
+        filename, path = body.files["file"]
+        suffix = Path(filename).suffix.lower()
+        if suffix not in SUFFIXES:
+            raise HTTPException(422, f"file must end in {', '.join(SUFFIXES)}, got {filename!r}")
+        items_path = path.rename(folder / f"items{suffix}")
+        zip_path = body.files["images"][1] if "images" in body.files else None
         try:
-            item_id = store_item(jobs, job, entry.item, _image_bytes(entry, root, job), seq=base + index)
-        except ItemRejected as exc:
-            rejected.append(ItemRefused(index=entry.row, error=str(exc)))
-            metrics.items_rejected.inc()
-            continue
-        enqueue_item(celery, job.tenant, job.id, item_id)
-        accepted.append(ItemAccepted(index=entry.row, id=item_id))
-        metrics.items_accepted.inc()
-    return ItemsResult(accepted=accepted, rejected=rejected)
+            result = await run_in_threadpool(
+                accept_rows, jobs, state, dispatcher, job, platform, settings.intake_limits(), items_path, folder,
+                zip_path, format, settings.max_upload_bytes)
+        except JobClosing:
+            raise HTTPException(409, f"job {job.id} is closed; create a new job for more items") from None
+        except SubmissionInterrupted as exc:
+            return interrupted(exc)
+        count(request, result)
+        return result
+    finally:
+        await anyio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))

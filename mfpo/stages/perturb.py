@@ -1,0 +1,121 @@
+"""Stage 3, perturb (CPU): diffusion noise inside the regions, the item's files, then the chunk's outcomes.
+
+Reads ``items``, ``images``, ``keywords``, ``regions``; per item writes ``images/{stem}{ext}``
+(the original bytes), ``rejected/{stem}.png`` (MFPO section 3.1's m': forward diffusion noise
+x_t = sqrt(a_t) x + sqrt(1 - a_t) eps inside the union of the regions' masks, pixels outside
+byte-identical) and ``masks/{stem}.png``; then the chunk's ``outcomes`` (one ``done`` record or
+``failed`` reason per item, in chunk order), written last so it implies every file before it.
+Items are processed one at a time, so one decoded image (plus its noise) is in memory at once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from mfpo.images import content_type, encode_png
+from mfpo.perturbation import alpha_bar, perturb_in_mask
+from mfpo.pipeline.config import GenerateConfig
+from mfpo.regions.base import RegionResult
+from mfpo.regions.masks import mask_area, mask_box, union
+from mfpo.schemas import KeywordScore, PerturbationRecord, RegionRecord, ResultRecord
+from mfpo.stages.artifacts import ArtifactName, Outcome, decode_keywords, decode_regions, encode_outcomes
+from mfpo.stages.chunk import StagedItem
+from mfpo.stages.io import OutputWriter
+
+if TYPE_CHECKING:
+    from mfpo.stages.runner import StageContext
+
+
+def perturb(image: npt.NDArray[np.uint8], regions: RegionResult, seed: int, config: GenerateConfig) -> tuple[
+    npt.NDArray[np.uint8], npt.NDArray[np.bool_]
+]:
+    """The rejected image m' and its mask: noise at step t inside the union of the regions (MFPO sec. 3.1).
+
+    image: uint8 (H, W, 3); returns uint8 (H, W, 3) and bool (H, W).
+    """
+    h, w = image.shape[:2]
+    mask = union([r.mask for r in regions.regions], h, w)
+    rejected = perturb_in_mask(image, mask, alpha_bar(config.perturbation), seed)
+    return rejected, mask
+
+
+def keywords_not_found(keywords: list[KeywordScore], regions: RegionResult, config: GenerateConfig) -> list[str]:
+    """Keywords with no region, for the modes that look for keywords (not global / random)."""
+    if config.regions.mode in ("global", "random"):
+        return []
+    located = {r.keyword for r in regions.regions}
+    return [k.text for k in keywords if k.text not in located]
+
+
+def build_record(item: StagedItem, keywords: list[KeywordScore], regions: RegionResult,
+                 config: GenerateConfig) -> ResultRecord:
+    """The dataset record of one item (image paths relative to the dataset folder)."""
+    keys = item.keys
+    return ResultRecord(
+        id=item.id,
+        question=item.item.question,
+        chosen=item.item.chosen,
+        rejected=item.item.rejected,
+        image=keys.image,
+        rejected_image=keys.rejected_image,
+        mask=keys.mask,
+        keywords=keywords,
+        regions=[
+            RegionRecord(keyword=r.keyword, box=mask_box(r.mask), source=r.source, area=mask_area(r.mask))
+            for r in regions.regions
+        ],
+        keywords_not_found=keywords_not_found(keywords, regions, config),
+        perturbation=PerturbationRecord(
+            mode=config.regions.mode,
+            noise_step=config.perturbation.noise_step,
+            schedule=config.perturbation.schedule,
+            seed=item.seed,
+            fallback=regions.fallback,
+        ),
+    )
+
+
+def finish_item(item: StagedItem, keywords: list[KeywordScore], regions: RegionResult, ctx: StageContext,
+                writer: OutputWriter) -> ResultRecord:
+    """Perturb one item and hand its three files to ``writer``; returns its record."""
+    rejected, mask = perturb(ctx.io.image(item), regions, item.seed, ctx.config)
+    level = ctx.config.png_compress_level
+    keys = item.keys
+    writer.put(keys.image, ctx.io.image_bytes(item), content_type(keys.image_ext))
+    writer.put(keys.rejected_image, encode_png(rejected, level), "image/png")
+    writer.put(keys.mask, encode_png(mask.astype(np.uint8) * 255, level), "image/png")
+    return build_record(item, keywords, regions, ctx.config)
+
+
+def perturb_stage(ctx: StageContext) -> dict[ArtifactName, bytes]:
+    from mfpo.stages.runner import guarded
+
+    keywords = decode_keywords(ctx.read("keywords")).results
+    regions = decode_regions(ctx.read("regions"))
+    failures = dict(regions.failures)
+    writer = ctx.io.output_writer()
+    records: dict[str, ResultRecord] = {}
+    for item in ctx.chunk.items:
+        if item.id in failures or item.id not in regions.results:
+            continue
+        record = guarded("perturb", item, failures, finish_item, item, keywords[item.id], regions.results[item.id],
+                         ctx, writer)
+        if record is not None:
+            records[item.id] = record
+    writer.flush()  # every file is stored before the outcomes say so
+    outcomes = []
+    for item in ctx.chunk.items:
+        if item.id in records:
+            outcomes.append(Outcome(id=item.id, index=item.index, row=item.row, status="done",
+                                    record=records[item.id]))
+        else:
+            failure = failures.get(item.id)
+            if failure is None:  # cannot happen: every item has a record or a failure; never lose one silently
+                from mfpo.stages.chunk import item_failure
+
+                failure = item_failure(item, "perturb", "internal error: the item had neither regions nor a failure")
+            outcomes.append(Outcome(id=item.id, index=item.index, row=item.row, status="failed", failure=failure))
+    return {"outcomes": encode_outcomes(outcomes)}
