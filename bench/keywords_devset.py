@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--chair-pkl", type=Path, required=True, help="CHAIR's chair.pkl cache")
     parser.add_argument("--per-file", type=int, default=40, help="answers drawn from each source file")
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--out", type=Path, default=DATA, help="folder to write the set and the synonym table to")
     args = parser.parse_args()
 
     with args.chair_pkl.open("rb") as f:
@@ -103,7 +104,8 @@ def main() -> None:
     # "train track" map to no category (CHAIR keeps them from counting as plate / train).
     for phrase, name in cache["double_word_dict"].items():
         synonyms.setdefault(phrase.strip(), inverse.get(name, ""))
-    (DATA / "chair_synonyms.json").write_text(json.dumps(dict(sorted(synonyms.items())), indent=0) + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "chair_synonyms.json").write_text(json.dumps(dict(sorted(synonyms.items())), indent=0) + "\n")
 
     sources: list[tuple[str, str, Path, str]] = []
     for inst in (1, 2):
@@ -136,7 +138,7 @@ def main() -> None:
                     "objects": truth[image_id],
                 }
             )
-    with (DATA / "keyword_dev.jsonl").open("w") as f:
+    with (args.out / "keyword_dev.jsonl").open("w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
     counts = collections.Counter((r["split"], r["source"]["benchmark"]) for r in rows)

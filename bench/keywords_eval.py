@@ -70,9 +70,9 @@ SELECTORS: dict[str, Selector] = {"mfpo": mfpo_selector, "first_k": first_k_sele
 class Judge:
     """CHAIR category and objectness of a keyword or a text."""
 
-    def __init__(self) -> None:
-        self.synonyms: dict[str, str] = json.loads((DATA / "chair_synonyms.json").read_text())
-        judged = json.loads((DATA / "keyword_objectness.json").read_text())
+    def __init__(self, data: Path = DATA) -> None:
+        self.synonyms: dict[str, str] = json.loads((data / "chair_synonyms.json").read_text())
+        judged = json.loads((data / "keyword_objectness.json").read_text())
         self.objects = set(judged["object"])
         self.non_objects = set(judged["not_object"])
         overlap = self.objects & self.non_objects
@@ -123,8 +123,8 @@ class Judge:
         return out
 
 
-def load_rows(split: str) -> list[dict]:
-    rows = [json.loads(line) for line in (DATA / "keyword_dev.jsonl").read_text().splitlines() if line.strip()]
+def load_rows(split: str, data: Path = DATA) -> list[dict]:
+    rows = [json.loads(line) for line in (data / "keyword_dev.jsonl").read_text().splitlines() if line.strip()]
     return [r for r in rows if split == "both" or r["split"] == split]
 
 
@@ -260,13 +260,15 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=3, help="K keywords per answer")
     parser.add_argument("--split", choices=("dev", "heldout", "both"), default="both")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+    parser.add_argument("--data", type=Path, default=DATA,
+                        help="folder with keyword_dev.jsonl, chair_synonyms.json, keyword_objectness.json")
     args = parser.parse_args()
     config = KeywordConfig(top_k=args.top_k)
-    judge = Judge()
+    judge = Judge(args.data)
     splits = ("dev", "heldout") if args.split == "both" else (args.split,)
     result = {"bench": "keywords_eval", "top_k": args.top_k, "paper_precision": 0.86}
     for split in splits:
-        result[split] = evaluate(load_rows(split), config, judge, args.bootstrap)
+        result[split] = evaluate(load_rows(split, args.data), config, judge, args.bootstrap)
     print(json.dumps(result))
 
 
