@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import re
 import urllib.error
 import urllib.parse
@@ -62,6 +63,22 @@ class ImageLimits(ComponentConfig):
     url_timeout_s: float = Field(
         default=20.0, gt=0, description="Timeout in seconds for fetching an http(s) image URL."
     )
+    max_working_pixels: int = Field(
+        default=16_777_216,
+        gt=0,
+        description="Largest image the stages work on (4096^2 by default): a bigger one is decoded reduced to fit "
+        "(JPEG decoded at a reduced scale, others box-filtered), aspect kept, so one item's memory is bounded by "
+        "this setting (about 16 bytes per working pixel at the peak), not by the input. Such an item's dataset "
+        "image is the reduced image (PNG) and its record says source_size. LLaVA-class models see 336-1344 px.",
+    )
+
+
+def working_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """(width, height) reduced to at most ``max_pixels`` pixels, aspect kept (unchanged when it fits)."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
 
 
 # --- references -> bytes -------------------------------------------------------------
@@ -218,14 +235,22 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
     The pixel count is read from the header (``Image.open`` parses only the header)
     and refused when over ``limits.max_pixels``, before the pixels are decoded.
     Truncated or corrupt files and bytes that are not an image raise
-    :class:`ImageError`. Multi-frame images (GIF, TIFF) give their first frame.
+    :class:`ImageError`. Multi-frame images (GIF, TIFF) give their first frame. An image over
+    ``limits.max_working_pixels`` comes back reduced to :func:`working_size`.
     """
     image = _open(data, limits)
+    target = working_size(image.size[0], image.size[1], limits.max_working_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if target != image.size:
+                image.draft("RGB", target)  # JPEG: decode at 1/2..1/8 scale, never the full image in memory
             image.load()
-            rgb = image.convert("RGB")
+            if image.size != target:  # reduce first: the RGB conversion then copies the small image only
+                if image.mode not in ("RGB", "L"):  # palette, 16-bit, alpha: filter in RGB, not nearest
+                    image = image.convert("RGB")
+                image = image.resize(target, Image.Resampling.BOX)
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image refused as a decompression bomb: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

@@ -137,6 +137,11 @@ class ResultRecord(BaseModel):
         description="Keywords that no keyword-based provider located (no box above threshold, or a degenerate mask).",
     )
     perturbation: PerturbationRecord
+    source_size: tuple[int, int] | None = Field(
+        default=None,
+        description="(width, height) of the submitted image when it was over limits.max_working_pixels and "
+        "reduced; image, rejected_image, mask, boxes and areas are then of the reduced image.",
+    )
 
 
 class Failure(BaseModel):

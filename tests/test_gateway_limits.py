@@ -6,17 +6,18 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from mfpo.jobs.settings import PlatformSettings
 from mfpo.storage.base import StoreUnavailable
 from services.gateway.app import create_app
 from services.gateway.ratelimit import RateLimiter
-from services.settings import Settings
+from services.gateway.settings import GatewaySettings
 
 KEY = {"Authorization": "Bearer acme-key-0001"}
 
 
 def _app(tmp_path, **overrides):  # type: ignore[no-untyped-def]
-    settings = Settings(api_keys=SecretStr("acme:acme-key-0001"), store_dir=tmp_path, **overrides)
-    return create_app(settings)
+    settings = GatewaySettings(api_keys=SecretStr("acme:acme-key-0001"), **overrides)
+    return create_app(settings, PlatformSettings(store_dir=tmp_path))
 
 
 def test_rate_limit_answers_429_with_retry_after(tmp_path):
@@ -37,13 +38,13 @@ def test_sliding_window_by_hand():
 @pytest.mark.parametrize("keys", ["acme", "acme:short", ":no-tenant-key", "acme:ok-key-0001,broken"])
 def test_malformed_api_keys_fail_at_start_up(tmp_path, keys):
     with pytest.raises(ValueError, match="tenant:key"):
-        create_app(Settings(api_keys=SecretStr(keys), store_dir=tmp_path))
+        create_app(GatewaySettings(api_keys=SecretStr(keys)), PlatformSettings(store_dir=tmp_path))
 
 
 def test_api_keys_file(tmp_path):
     keys = tmp_path / "keys"
     keys.write_text("acme:acme-key-0001\nother:other-key-0002\n")
-    assert Settings(api_keys_file=keys).tenant_keys() == {"acme-key-0001": "acme", "other-key-0002": "other"}
+    assert GatewaySettings(api_keys_file=keys).tenant_keys() == {"acme-key-0001": "acme", "other-key-0002": "other"}
 
 
 def test_store_outage_is_503_not_500(tmp_path):
@@ -70,11 +71,10 @@ def test_worker_command_rejects_unknown_queues():
 
 
 def test_queue_prefix_names_the_queues():
-    from worker.app import create_celery
-    from worker.client import queue_name
+    from worker.app import create_celery, queue_name
 
-    app = create_celery(Settings(queue_prefix="prod-"))
+    app = create_celery(PlatformSettings(queue_prefix="prod-"))
     assert (queue_name(app, "cpu"), queue_name(app, "gpu")) == ("prod-cpu", "prod-gpu")
     assert app.conf.task_default_queue == "prod-cpu"
     with pytest.raises(ValueError, match="queue_prefix"):
-        Settings(queue_prefix="bad prefix!")
+        PlatformSettings(queue_prefix="bad prefix!")

@@ -336,14 +336,14 @@ def test_external_endpoints_are_required() -> None:
 
 @pytest.mark.parametrize("scenario", ["default", "everything", "external-storage-and-broker"])
 def test_the_pods_settings_are_what_the_platform_reads(scenario: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every MFPO_* variable the chart sets is a setting of services/settings.py (or the S3 store's), and the
-    ConfigMap + Secret, read the way the pods read them, make valid Settings that reach the chart's endpoints."""
-    from mfpo.storage import factory
-    from services.settings import Settings
+    """Every MFPO_* variable the chart sets is one of the platform's settings (PlatformSettings, GatewaySettings,
+    S3Settings), and the ConfigMap + Secret, read the way the pods read them, make valid settings that reach the
+    chart's endpoints."""
+    from mfpo.jobs.settings import PlatformSettings, env_names
+    from services.gateway.settings import GatewaySettings
 
     docs = render(merge(SCENARIOS[scenario], SECRET_VALUES) if scenario == "default" else SCENARIOS[scenario])
-    known = {f"MFPO_{name.upper()}" for name in Settings.model_fields}
-    known |= {getattr(factory, n) for n in dir(factory) if n.startswith("ENV_")}
+    known = env_names(PlatformSettings, GatewaySettings)
     env: dict[str, str] = dict(named(docs, "ConfigMap", f"{FULLNAME}-settings")["data"])
     for _label, _template, container in containers(docs):
         for var in container.get("env", []):
@@ -357,11 +357,13 @@ def test_the_pods_settings_are_what_the_platform_reads(scenario: str, monkeypatc
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("MFPO_API_KEYS_FILE", raising=False)  # a mounted file in the gateway pod
-    settings = Settings()
+    settings = PlatformSettings()
+    GatewaySettings()
     services = {d["metadata"]["name"] for d in of_kind(docs, "Service")}
     host = settings.redis_url.split("://", 1)[1].split(":", 1)[0]
     assert host in services or scenario == "external-storage-and-broker"
-    assert settings.s3_endpoint and (settings.s3_endpoint.split(":")[0] in services or not settings.s3_create_bucket)
+    s3 = settings.s3
+    assert s3.endpoint and (s3.endpoint.split(":")[0] in services or not s3.create_bucket)
     assert settings.broker_url().startswith(settings.redis_url.split("://")[0] + "://:from-secret-mfpo_redis_password@")
 
 
@@ -414,12 +416,11 @@ def test_exactly_one_beat_and_workers_without_it() -> None:
 
 
 def test_keda_scales_each_worker_on_its_own_queue() -> None:
-    from services.settings import Settings
-    from worker.app import create_celery
-    from worker.client import queue_name
+    from mfpo.jobs.settings import PlatformSettings
+    from worker.app import create_celery, queue_name
 
     docs = render(SCENARIOS["keda"])
-    app = create_celery(Settings(queue_prefix="prod-"))
+    app = create_celery(PlatformSettings(queue_prefix="prod-"))
     objects = {component(d): d for d in of_kind(docs, "ScaledObject")}
     assert set(objects) == {"worker-cpu", "worker-gpu"}
     auth = of_kind(docs, "TriggerAuthentication")

@@ -132,7 +132,7 @@ def test_the_platform_works_with_only_tmp_writable(sandboxed_platform: dict, tmp
 
 def test_beat_schedules_on_a_read_only_root(sandboxed_platform: dict) -> None:
     log: Path = sandboxed_platform["beat_log"]
-    wait_for(lambda: "Sending due task reconcile-unfinished-jobs" in log.read_text(errors="replace"), 40,
+    wait_for(lambda: "Sending due task reconcile-active-jobs" in log.read_text(errors="replace"), 40,
              "beat to send the periodic reconcile", diagnostics=lambda: log.read_text(errors="replace")[-3000:])
     assert sandboxed_platform["beat"].poll() is None
     assert "Read-only file system" not in log.read_text(errors="replace")

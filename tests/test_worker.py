@@ -1,42 +1,82 @@
 """Celery workers for real: Redis broker, moto S3 over HTTP, ``celery worker`` processes.
 
-Every item ends exactly once in the dataset, also when the worker is SIGKILLed mid-job.
+Each stage runs once per item in a fault-free run, and every item ends exactly once in the
+dataset also when a worker is SIGKILLed mid-job (open job, no close needed to find its work) or
+during finalize.
 """
 
 from __future__ import annotations
 
-import os
+import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import redis
 from support.images import inline_synth_items
+from support.jobs import celery_client, settings_from_env, submit_rows
 from support.platform import CeleryWorker, platform_env, redis_url_for_tests, wait_for, xdist_index
+from support.proxy import tcp_proxy
 from support.s3_server import running_s3_server
 
-from mfpo.jobs import JobKeys, JobStore, accept_item
+from mfpo.jobs import Dispatcher, JobKeys, JobState, JobStore
 from mfpo.pipeline.config import GenerateConfig
 from mfpo.schemas import ResultRecord
 from mfpo.storage.s3 import S3Store
 from mfpo.synth import SynthConfig
-from worker.client import enqueue_item, reconcile
 
 OPTIONS = GenerateConfig.model_validate({"regions": {"mode": "annotations"}})
+FAST = {"MFPO_CHUNK_SIZE": "4", "MFPO_HEARTBEAT_INTERVAL_S": "1", "MFPO_OVERDUE_AFTER_S": "5",
+        "MFPO_RECONCILE_INTERVAL_S": "2"}
+
+
+class Platform:
+    """moto (behind a switchable proxy), a Redis database, and the library side of a deployment."""
+
+    def __init__(self, s3: Any, proxy: Any, redis_url: str) -> None:
+        bucket = f"mfpo-{uuid.uuid4().hex[:8]}"
+        self.store = S3Store(s3.config(bucket, create_bucket=True))  # the test reads moto directly
+        self.proxy = proxy
+        self.env = platform_env(redis_url, {**s3.env(), "MFPO_S3_ENDPOINT": proxy.endpoint}, bucket, **FAST)
+        self.settings = settings_from_env(self.env)
+        self.redis = redis.Redis.from_url(redis_url)
+        self.jobs = JobStore(self.store)
+        self.dispatcher = Dispatcher(celery_client(self.settings), self.settings.queue_prefix, False)
+
+    def state(self, job: Any) -> JobState:
+        return JobState(self.redis, self.settings.queue_prefix, job.tenant, job.id)
+
+    def submit(self, rows: list[dict]) -> tuple[Any, JobState]:
+        job = self.jobs.create_job("acme", "worker-test", OPTIONS)
+        state = self.state(job)
+        state.init()
+        result = submit_rows(self.jobs, state, self.dispatcher, job, self.settings, rows)
+        assert len(result.accepted) == len(rows), result
+        return job, state
+
+    def close(self, job: Any, state: JobState) -> Any:
+        state.begin_close()
+        job = self.jobs.close_job(job)
+        if state.mark_closed():
+            self.dispatcher.finalize(job)
+        return job
+
+    def dataset_ids(self, job: Any) -> list[str] | None:
+        key = JobKeys("acme", job.id).manifest
+        if not self.store.exists(key):
+            return None
+        return [ResultRecord.model_validate_json(line).id for line in self.store.get(key).decode().splitlines()]
+
+    def queued(self) -> int:
+        return sum(int(self.redis.llen(f"{self.settings.queue_prefix}{q}")) for q in ("cpu", "gpu"))
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory) -> Iterator[dict]:
+def platform() -> Iterator[Platform]:
     redis_url = redis_url_for_tests(8 + xdist_index())  # one Redis database per xdist process
-    with running_s3_server() as s3:
-        bucket = f"mfpo-{uuid.uuid4().hex[:8]}"
-        store = S3Store(s3.config(bucket, create_bucket=True))
-        env = platform_env(redis_url, s3.env(), bucket)
-        os.environ.update({k: v for k, v in env.items() if k.startswith("MFPO_")})
-        from services.settings import get_settings
-        from worker.app import create_celery
-
-        get_settings.cache_clear()
-        yield {"store": store, "env": env, "s3": s3, "celery": create_celery(get_settings())}
+    with running_s3_server() as s3, tcp_proxy(s3.endpoint) as proxy:
+        yield Platform(s3, proxy, redis_url)
 
 
 @pytest.fixture(scope="module")
@@ -44,88 +84,74 @@ def items(tmp_path_factory) -> list[dict]:
     return inline_synth_items(tmp_path_factory.mktemp("scenes"), SynthConfig(n=24, seed=6, width=96, height=80))
 
 
-def _submit(platform: dict, rows: list[dict]) -> tuple[JobStore, object]:
-    jobs = JobStore(platform["store"])
-    job = jobs.create_job("acme", "worker-test", OPTIONS)
-    for seq, row in enumerate(rows):
-        accept_item(jobs, job, row, seq)  # written to the store before it is queued
-        enqueue_item(platform["celery"], "acme", job.id, row["id"])
-    return jobs, jobs.close_job(job)
+@pytest.fixture(scope="module")
+def big_items(tmp_path_factory) -> list[dict]:
+    """Items slow enough (640 px) that a worker can be killed in the middle of a chunk."""
+    return inline_synth_items(tmp_path_factory.mktemp("big"), SynthConfig(n=12, seed=7, width=640, height=640))
 
 
-def _dataset_ids(jobs: JobStore, job) -> list[str] | None:
-    key = f"{JobKeys('acme', job.id).dataset}/dataset.jsonl"
-    if not jobs.store.exists(key):
-        return None
-    return [ResultRecord.model_validate_json(line).id for line in jobs.store.get(key).decode().splitlines()]
-
-
-def test_worker_processes_a_job_into_a_dataset(platform, items):
-    worker = CeleryWorker(platform["env"]).start()
+def test_each_stage_runs_once_per_item_and_the_job_finishes_once(platform, items):
+    worker = CeleryWorker(platform.env).start()
     try:
-        jobs, job = _submit(platform, items[:12])
-        # what close does: re-queue anything pending (nothing is, here) and ask for the dataset
-        reconcile(platform["celery"], JobStore(platform["store"]), "acme", job.id)
-        wait_for(lambda: _dataset_ids(jobs, job) is not None, 180, "the job's dataset", diagnostics=worker.log)
-        assert _dataset_ids(jobs, job) == [r["id"] for r in items[:12]]
+        job, state = platform.submit(items)
+        job = platform.close(job, state)
+        wait_for(lambda: platform.dataset_ids(job) is not None, 180, "the job's dataset", diagnostics=worker.log)
+        assert platform.dataset_ids(job) == [r["id"] for r in items]
+        counts = state.counts()
+        assert counts.stages == {"keywords": 24, "regions": 24, "perturb": 24}  # no stage ran twice, none skipped
+        assert (counts.done, counts.failed, counts.finalize) == (24, 0, "done")
+        wait_for(lambda: platform.queued() == 0, 10, "empty queues")
+        time.sleep(1.0)
+        assert platform.queued() == 0 and worker.log().count("finalized:") == 1  # no finalize work left behind
+        assert not any(k for k in platform.jobs.active_jobs() if k[1] == job.id)
     finally:
         worker.stop()
 
 
-def test_sigkilled_worker_loses_nothing(platform, items):
-    first = CeleryWorker(platform["env"]).start()
-    jobs, job = _submit(platform, items)
+def test_a_worker_killed_mid_job_is_found_overdue_while_the_job_is_open(platform, big_items):
+    first = CeleryWorker(platform.env, concurrency=1).start()
+    job, state = platform.submit(big_items)
     try:
-        wait_for(lambda: len(jobs.outcome_ids(job)) >= 3, 180, "the first outcomes", diagnostics=first.log)
+        wait_for(lambda: any(c.status == "running" and c.stage == "perturb" for c in state.chunk_states()), 120,
+                 "a worker in the middle of a chunk", interval_s=0.05, diagnostics=first.log)
     finally:
         first.kill()
-    assert len(jobs.outcome_ids(job)) < len(items), "the crash came too late to test anything"
-    second = CeleryWorker(platform["env"]).start()
+    killed = time.monotonic()
+    assert state.counts().done < len(big_items), "the crash came too late to test anything"
+    second = CeleryWorker(platform.env, concurrency=1, beat=True).start()  # beat: the periodic reconcile
     try:
-        # tasks held by the dead worker come back on reconcile (or after the visibility timeout)
-        reconcile(platform["celery"], JobStore(platform["store"]), "acme", job.id)
-        wait_for(lambda: _dataset_ids(jobs, job) is not None, 240, "the dataset after the crash",
+        # the job is still open: nobody calls close; the dead worker's chunk must be found overdue
+        wait_for(lambda: state.counts().done == len(big_items), 120, "every item done after the crash",
+                 diagnostics=second.log)
+        assert time.monotonic() - killed < 120  # minutes at most, not the 3 h visibility timeout
+        assert "dispatching it again" in second.log()
+        job = platform.close(job, state)
+        wait_for(lambda: platform.dataset_ids(job) is not None, 60, "the dataset", diagnostics=second.log)
+    finally:
+        second.stop()
+    ids = platform.dataset_ids(job)
+    assert ids == [r["id"] for r in big_items] and len(set(ids)) == len(big_items)
+
+
+def test_a_worker_killed_during_finalize_still_finishes_the_job(platform, items):
+    env = {**platform.env, "MFPO_FINALIZE_PREFETCH": "1"}
+    first = CeleryWorker(env, concurrency=1).start()
+    job, state = platform.submit(items)
+    try:
+        wait_for(lambda: state.counts().done == len(items), 120, "every item done", diagnostics=first.log)
+        platform.proxy.delay_s = 0.5  # a slow store: finalize (7 LIST/GETs one at a time) takes seconds
+        job = platform.close(job, state)
+        wait_for(lambda: state.counts().finalize == "claimed" and "mfpo.finalize" in first.log(), 30,
+                 "finalize to start", interval_s=0.05, diagnostics=first.log)
+        time.sleep(1.5)
+    finally:
+        first.kill()
+        platform.proxy.delay_s = 0.0
+    assert platform.dataset_ids(job) is None, "finalize ended before the kill: nothing tested"
+    second = CeleryWorker(env, concurrency=1, beat=True).start()
+    try:
+        wait_for(lambda: platform.dataset_ids(job) is not None, 90, "the dataset without anyone closing again",
                  diagnostics=second.log)
     finally:
         second.stop()
-    ids = _dataset_ids(jobs, job)
-    assert ids == [r["id"] for r in items] and len(set(ids)) == len(items)
-
-
-def test_a_stage_error_fails_the_item_but_transient_and_passthrough_errors_propagate(platform, items, monkeypatch):
-    """What every task does around its stage (worker.tasks._run_stage), on the real store: a bug or unforeseen
-    input ends the item `failed` with the reason; a transient store error propagates (Celery retries); so does
-    a pass-through error (perturb's lost regions output, which re-queues the regions stage)."""
-    import worker.tasks as tasks
-    from mfpo.jobs.stages import MissingStageOutput
-    from mfpo.storage.base import StoreUnavailable
-
-    jobs = JobStore(platform["store"])
-    monkeypatch.setattr(tasks, "job_store", lambda: jobs)
-    job = jobs.create_job("acme", "stage-errors", OPTIONS)
-    accept_item(jobs, job, items[0], 0)
-    item_id = items[0]["id"]
-    assert tasks._run_stage(job, item_id, "keywords", lambda: True) is True
-    assert jobs.get_outcome(job, item_id) is None
-
-    def bug() -> bool:
-        raise ZeroDivisionError("division by zero")
-
-    assert tasks._run_stage(job, item_id, "regions", bug) is False
-    outcome = jobs.get_outcome(job, item_id)
-    assert outcome is not None and outcome.status == "failed"
-    assert outcome.failure is not None and outcome.failure.stage == "regions"
-    assert "internal error in regions: ZeroDivisionError" in outcome.failure.reason
-
-    def store_down() -> bool:
-        raise StoreUnavailable("S3 endpoint unreachable")
-
-    def lost_output() -> bool:
-        raise MissingStageOutput("regions.npz")
-
-    with pytest.raises(StoreUnavailable):
-        tasks._run_stage(job, "other", "keywords", store_down)
-    with pytest.raises(MissingStageOutput):
-        tasks._run_stage(job, "other", "perturb", lost_output, passthrough=(MissingStageOutput,))
-    assert tasks._run_stage(job, "other", "perturb", lost_output) is False  # not passed through: a failure
-    assert jobs.get_outcome(job, "other").status == "failed"
+    assert platform.dataset_ids(job) == [r["id"] for r in items] and state.counts().finalize == "done"

@@ -23,7 +23,8 @@ from support.k8s import load_yaml_documents
 from support.platform import REPO, CeleryWorker, platform_env, redis_url_for_tests, wait_for, xdist_index
 from support.s3_server import free_port, running_s3_server
 
-from services.settings import Settings
+from mfpo.jobs.settings import PlatformSettings
+from mfpo.storage.settings import S3Settings
 from worker.gpus import GPUS_ENV, pin_gpu
 
 PASSWORD = "p@ss:w/rd #1"  # characters that must be URL-quoted
@@ -39,11 +40,11 @@ PASSWORD = "p@ss:w/rd #1"  # characters that must be URL-quoted
     ],
 )
 def test_broker_url_puts_the_password_in_quoted(url: str, password: str, expected: str) -> None:
-    assert Settings(redis_url=url, redis_password=password).broker_url() == expected
+    assert PlatformSettings(redis_url=url, redis_password=password).broker_url() == expected
 
 
 def test_the_redis_password_is_not_shown_by_the_settings() -> None:
-    settings = Settings(redis_url="redis://redis:6379/0", redis_password=PASSWORD)
+    settings = PlatformSettings(redis_url="redis://redis:6379/0", redis_password=PASSWORD)
     assert PASSWORD not in repr(settings) and PASSWORD not in str(settings.model_dump())
 
 
@@ -97,7 +98,7 @@ def test_beat_alone_sends_the_reconcile_through_a_password_protected_redis(redis
         beat.wait(timeout=20)
 
     message = json.loads(client.lindex(f"{prefix}cpu", 0))
-    assert message["headers"]["task"] == "mfpo.reconcile_unfinished"
+    assert message["headers"]["task"] == "mfpo.reconcile"
     assert list(scratch.glob(f"mfpo-celerybeat-{prefix}*")), "the schedule file belongs in TMPDIR"
     assert not list(REPO.glob("celerybeat-schedule*")) and not list(REPO.glob("mfpo-celerybeat-*"))
     assert PASSWORD not in log.read_text(errors="replace")
@@ -141,13 +142,13 @@ def test_the_platforms_presigned_urls_use_the_public_endpoint() -> None:
 
     with running_s3_server() as s3:
         env = s3.env()
-        settings = Settings(s3_endpoint=env["MFPO_S3_ENDPOINT"], s3_access_key=env["MFPO_S3_ACCESS_KEY"],
-                            s3_secret_key=env["MFPO_S3_SECRET_KEY"], s3_secure=False, s3_bucket="pub-urls",
-                            s3_create_bucket=True, s3_public_endpoint="s3.mfpo.example.com", s3_public_secure=True)
-        store = settings.open_store()
+        s3_settings = S3Settings(endpoint=env["MFPO_S3_ENDPOINT"], access_key=env["MFPO_S3_ACCESS_KEY"],
+                                 secret_key=env["MFPO_S3_SECRET_KEY"], secure=False, bucket="pub-urls",
+                                 create_bucket=True, public_endpoint="s3.mfpo.example.com", public_secure=True)
+        store = PlatformSettings(s3=s3_settings).open_store()
         store.put("a.png", b"x")
         assert store.url("a.png").startswith("https://s3.mfpo.example.com/pub-urls/a.png?")
-        plain = Settings(**{**settings.model_dump(), "s3_public_endpoint": None}).open_store()
+        plain = PlatformSettings(s3=s3_settings.model_copy(update={"public_endpoint": None})).open_store()
         assert plain.url("a.png").startswith(f"http://{env['MFPO_S3_ENDPOINT']}/pub-urls/a.png?")
 
 

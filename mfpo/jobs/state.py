@@ -61,8 +61,12 @@ end
 # KEYS: meta ids leases; ARGV: lease now chunk id1 stem1 id2 stem2 ...
 _CLAIM = _PARSE + """
 if redis.call('HEXISTS', KEYS[1], 'v') == 0 then return {'lost'} end
-if redis.call('HGET', KEYS[1], 'closing') == '1' then return {'closed'} end
 local lease, now, chunk = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+-- a submission that was in flight when close came (its lease is still live) finishes; close waits for it
+if redis.call('HGET', KEYS[1], 'closing') == '1' then
+  local own = redis.call('ZSCORE', KEYS[3], lease)
+  if not own or tonumber(own) <= now then return {'closed'} end
+end
 local out = {}
 for i = 4, #ARGV, 2 do
   local id, stem = ARGV[i], ARGV[i + 1]

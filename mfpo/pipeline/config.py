@@ -41,4 +41,5 @@ class GenerateConfig(ComponentConfig):
             "regions": self.regions.model_dump(mode="json"),
             "perturbation": self.perturbation.model_dump(mode="json"),
             "seed": self.seed,
+            "max_working_pixels": self.limits.max_working_pixels,
         }

@@ -52,6 +52,7 @@ RECORD_SCHEMA = pa.schema(
                 ]
             ),
         ),
+        ("source_size", pa.list_(pa.int64(), 2)),
     ]
 )
 """Arrow schema of ``dataset.parquet``; image columns are paths relative to the dataset folder."""

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from mfpo.ids import item_id as content_item_id
 from mfpo.ids import seed_for
-from mfpo.images import ImageError, decode_image, image_header
+from mfpo.images import ImageError, decode_image, image_header, working_size
 from mfpo.pipeline.config import GenerateConfig
 from mfpo.pipeline.keys import OutputKeys, content_digest, output_stem
 from mfpo.schemas import Failure, PreferenceItem
@@ -41,8 +41,11 @@ class StagedItem(BaseModel):
     stem: str = Field(description="Output stem ``{id}-{hash of content + options}``.")
     image_ext: str = Field(description="Extension of the original image bytes ('.png', '.jpg', ...).")
     seed: int = Field(ge=0, description="Noise seed of the item (from id, stem and run seed).")
-    width: int = Field(gt=0, description="Image width in pixels.")
-    height: int = Field(gt=0, description="Image height in pixels.")
+    width: int = Field(gt=0, description="Width of the image the stages work on (pixels).")
+    height: int = Field(gt=0, description="Height of the image the stages work on (pixels).")
+    source_size: tuple[int, int] | None = Field(
+        default=None, description="(width, height) as submitted, when over limits.max_working_pixels (reduced)."
+    )
 
     @property
     def id(self) -> str:
@@ -70,17 +73,20 @@ def identify_item(
     (over ``config.limits``, empty, not an image); the pixels are checked by :func:`decode_checked`.
     """
     try:
-        width, height, ext = image_header(image_bytes, config.limits)
+        source_w, source_h, ext = image_header(image_bytes, config.limits)
     except ImageError as exc:
         raise ItemError("image", str(exc)) from exc
+    width, height = working_size(source_w, source_h, config.limits.max_working_pixels)
+    reduced = (width, height) != (source_w, source_h)
     annotations_json = json.dumps([a.model_dump(mode="json") for a in item.annotations], sort_keys=True)
     iid = item.id or content_item_id(image_bytes, item.question, item.chosen, item.rejected)
     if item.id is None:
         item = item.model_copy(update={"id": iid})
     digest = content_digest(image_bytes, item.question, item.chosen, item.rejected, annotations_json)
     stem = output_stem(iid, digest, config.output_options())
-    return StagedItem(index=index, row=row, item=item, stem=stem, image_ext=ext,
-                      seed=seed_for(iid, stem, config.seed), width=width, height=height)
+    return StagedItem(index=index, row=row, item=item, stem=stem, image_ext=".png" if reduced else ext,
+                      seed=seed_for(iid, stem, config.seed), width=width, height=height,
+                      source_size=(source_w, source_h) if reduced else None)
 
 
 def decode_checked(image_bytes: bytes, config: GenerateConfig) -> npt.NDArray[np.uint8]:

@@ -38,7 +38,9 @@ def perturb(image: npt.NDArray[np.uint8], regions: RegionResult, seed: int, conf
     """
     h, w = image.shape[:2]
     mask = union([r.mask for r in regions.regions], h, w)
-    rejected = perturb_in_mask(image, mask, alpha_bar(config.perturbation), seed)
+    noise = config.perturbation
+    rejected = perturb_in_mask(image, mask, alpha_bar(noise), seed, model_resolution=noise.model_resolution,
+                               compensate_resampling=noise.compensate_resampling)
     return rejected, mask
 
 
@@ -75,16 +77,20 @@ def build_record(item: StagedItem, keywords: list[KeywordScore], regions: Region
             seed=item.seed,
             fallback=regions.fallback,
         ),
+        source_size=item.source_size,
     )
 
 
 def finish_item(item: StagedItem, keywords: list[KeywordScore], regions: RegionResult, ctx: StageContext,
                 writer: OutputWriter) -> ResultRecord:
     """Perturb one item and hand its three files to ``writer``; returns its record."""
-    rejected, mask = perturb(ctx.io.image(item), regions, item.seed, ctx.config)
+    image = ctx.io.image(item)
+    rejected, mask = perturb(image, regions, item.seed, ctx.config)
     level = ctx.config.png_compress_level
     keys = item.keys
-    writer.put(keys.image, ctx.io.image_bytes(item), content_type(keys.image_ext))
+    original = ctx.io.image_bytes(item) if item.source_size is None else encode_png(image, level)  # as worked on
+    del image
+    writer.put(keys.image, original, content_type(keys.image_ext))
     writer.put(keys.rejected_image, encode_png(rejected, level), "image/png")
     writer.put(keys.mask, encode_png(mask.astype(np.uint8) * 255, level), "image/png")
     return build_record(item, keywords, regions, ctx.config)

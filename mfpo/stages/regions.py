@@ -19,7 +19,7 @@ import numpy as np
 
 from mfpo.regions.base import RegionRequest, RegionResult
 from mfpo.regions.chain import resolve_regions
-from mfpo.schemas import KeywordScore
+from mfpo.schemas import Annotation, KeywordScore
 from mfpo.stages.artifacts import ArtifactName, StageOutput, decode_keywords, encode_regions
 from mfpo.stages.chunk import StagedItem
 
@@ -37,8 +37,21 @@ def size_only_image(height: int, width: int) -> np.ndarray:
 def region_request(item: StagedItem, keywords: list[KeywordScore], ctx: StageContext, pixels: bool) -> RegionRequest:
     """What the providers get for one item: its image (or its size), keywords, annotations and seed."""
     image = ctx.io.image(item) if pixels else size_only_image(item.height, item.width)
-    return RegionRequest(image=image, keywords=tuple(k.text for k in keywords),
-                         annotations=tuple(item.item.annotations), seed=item.seed)
+    annotations = tuple(item.item.annotations)
+    if item.source_size is not None:  # the image was reduced: so are the annotations' coordinates
+        annotations = tuple(scale_annotation(a, item.width / item.source_size[0], item.height / item.source_size[1])
+                            for a in annotations)
+    return RegionRequest(image=image, keywords=tuple(k.text for k in keywords), annotations=annotations,
+                         seed=item.seed)
+
+
+def scale_annotation(annotation: Annotation, sx: float, sy: float) -> Annotation:
+    """An annotation's box or polygon in a reduced image's pixels."""
+    if annotation.box is not None:
+        x0, y0, x1, y1 = annotation.box
+        return annotation.model_copy(update={"box": (x0 * sx, y0 * sy, x1 * sx, y1 * sy)})
+    assert annotation.polygon is not None
+    return annotation.model_copy(update={"polygon": [(x * sx, y * sy) for x, y in annotation.polygon]})
 
 
 def locate_batch(items: list[StagedItem], keywords: dict[str, list[KeywordScore]], ctx: StageContext,

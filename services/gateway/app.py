@@ -15,9 +15,10 @@ from typing import Any
 
 import redis
 from celery import Celery
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -130,10 +131,27 @@ class _TooLarge(Exception):
     pass
 
 
+def strict_query(request: Request) -> None:
+    """Query parameters the route does not declare, or one given twice (``?page=1&page=2``: which one?), are a
+    422 with the reason, not silently ignored or "the last one wins"."""
+    route = request.scope.get("route")
+    declared = {p.alias for p in route.dependant.query_params} if isinstance(route, APIRoute) else set()
+    for deps in getattr(getattr(route, "dependant", None), "dependencies", []):
+        declared |= {p.alias for p in deps.query_params}
+    keys = [k for k, _ in request.query_params.multi_items()]
+    unknown = sorted({k for k in keys if k not in declared})
+    if unknown:
+        raise HTTPException(422, f"unknown query parameter(s): {', '.join(map(repr, unknown))}")
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise HTTPException(422, f"query parameter(s) {', '.join(map(repr, repeated))} given more than once")
+
+
 def create_app(settings: GatewaySettings | None = None, platform: PlatformSettings | None = None) -> FastAPI:
     settings = settings or get_gateway_settings()
     platform = platform or get_platform_settings()
     app = FastAPI(
+        dependencies=[Depends(strict_query)],
         title="MFPO platform",
         version="1",
         description="Modality-fair preference data: submit items, get rejected images and a dataset.",

@@ -60,3 +60,42 @@ def drain(sender: RecordingSender, jobs: JobStore, redis_client: Any, settings: 
         elif name == TASK_REBUILD:
             reconcile_job(jobs, state, dispatcher, job, settings)
     raise AssertionError(f"tasks still queued after {limit}")
+
+
+def settings_from_env(env: dict[str, str]) -> PlatformSettings:
+    """The PlatformSettings a gateway or worker started with ``env`` reads (for the test's own library calls)."""
+    from mfpo.storage.settings import S3Settings
+
+    values: dict[str, Any] = {
+        name: env[f"MFPO_{name.upper()}"] for name in PlatformSettings.model_fields
+        if name != "s3" and f"MFPO_{name.upper()}" in env
+    }
+    values["s3"] = S3Settings.from_environ(env)
+    return PlatformSettings.model_validate(values)
+
+
+def celery_client(settings: PlatformSettings) -> Any:
+    """A Celery client (sender) for workers started with the same settings: as the gateway builds its own."""
+    from celery import Celery
+
+    app = Celery("mfpo-test-client")
+    app.conf.update(settings.celery_config())
+    return app
+
+
+def submit_rows(jobs: JobStore, state: JobState, dispatcher: Dispatcher, job: Any, settings: PlatformSettings,
+                rows: list[dict]) -> Any:
+    """What POST .../items does with native rows (images as data: URIs): the IntakeResult."""
+    from mfpo.jobs import IntakeLimits, ItemRejected, Submission
+    from mfpo.jobs.intake import read_image_reference, validate_item
+
+    with Submission(jobs, state, dispatcher, job, settings) as submission:
+        for index, raw in enumerate(rows):
+            try:
+                item = validate_item(raw, IntakeLimits())
+                data = read_image_reference(jobs, job, item.image)
+            except ItemRejected as exc:
+                submission.reject(index, str(exc))
+                continue
+            submission.add(index, item, data)
+        return submission.finish()

@@ -74,6 +74,7 @@ class CeleryWorker:
     queues: str = "cpu,gpu"
     concurrency: int = 2
     gpus: int = 0  # `--gpus N`: N pool processes, one GPU each (concurrency is then ignored)
+    beat: bool = False  # `--beat`: also run the periodic reconcile
     command_prefix: list[str] = field(default_factory=list)  # e.g. a sandbox the command runs in
     process: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="celery-", suffix=".log")[1]))
@@ -82,6 +83,7 @@ class CeleryWorker:
         mfpo = str(Path(sys.executable).parent / "mfpo")
         cmd = [*self.command_prefix, mfpo, "worker", "--queues", self.queues]
         cmd += ["--gpus", str(self.gpus)] if self.gpus else ["--concurrency", str(self.concurrency)]
+        cmd += ["--beat"] if self.beat else []
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)

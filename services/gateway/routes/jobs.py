@@ -103,7 +103,8 @@ def create_job(body: JobCreate, tenant: TenantDep, jobs: JobStoreDep, settings: 
 def list_jobs(tenant: TenantDep, jobs: JobStoreDep, settings: SettingsDep, dispatcher: DispatcherDep,
               job_state: JobStateFactory,
               limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
-              after: Annotated[str | None, Query(max_length=200, description="The previous page's next_after.")] = None,
+              after: Annotated[str | None, Query(pattern=r"^[0-9]{8}T[0-9]{12}-[0-9a-f]{16}$",
+                                                 description="The previous page's next_after.")] = None,
               ) -> JobList:
     """The tenant's jobs, oldest first, a page at a time (``next_after`` continues; null at the end)."""
     page, cursor = jobs.list_jobs(tenant, limit, after)

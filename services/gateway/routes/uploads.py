@@ -215,6 +215,10 @@ def open_zip(path: Path, limit: int) -> zipfile.ZipFile:
     if sum(m.file_size for m in members) > limit:
         zf.close()
         raise HTTPException(413, f"zip expands to more than {limit} bytes (max_upload_bytes)")
+    for m in members:
+        if m.filename.startswith("/") or ".." in PurePosixPath(m.filename).parts:
+            zf.close()
+            raise HTTPException(422, f"zip member {m.filename!r} would be outside the upload")
     return zf
 
 
