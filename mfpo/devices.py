@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a model runs, not by the configs that name these types
+    import torch
 
 DeviceName = str
 DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_device(device: DeviceName) -> torch.device:
@@ -23,6 +22,8 @@ def resolve_device(device: DeviceName) -> torch.device:
 
     Asking for ``cuda`` without a GPU is an error at start-up, not at the first item.
     """
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -33,14 +34,18 @@ def resolve_device(device: DeviceName) -> torch.device:
 
 def resolve_dtype(dtype: DtypeName, device: torch.device) -> torch.dtype:
     """Compute dtype: ``auto`` -> bfloat16 on CUDA, float32 elsewhere."""
+    import torch
+
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return _DTYPES[dtype]
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
 @contextlib.contextmanager
 def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
     """``torch.autocast`` to ``dtype`` unless it is float32 (then a no-op)."""
+    import torch
+
     if dtype == torch.float32:
         yield
         return

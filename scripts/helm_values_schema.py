@@ -42,6 +42,18 @@ def string(description: str = "", **extra: Any) -> Schema:
     return {"type": "string", **({"description": description} if description else {}), **extra}
 
 
+def number(description: str = "", exclusive_minimum: float | None = None, minimum: float | None = None,
+           **extra: Any) -> Schema:
+    out: Schema = {"type": "number", **extra}
+    if exclusive_minimum is not None:
+        out["exclusiveMinimum"] = exclusive_minimum
+    if minimum is not None:
+        out["minimum"] = minimum
+    if description:
+        out["description"] = description
+    return out
+
+
 def integer(description: str = "", minimum: int | None = 0, **extra: Any) -> Schema:
     out: Schema = {"type": "integer", **extra}
     if minimum is not None:
@@ -233,7 +245,15 @@ def values_schema() -> Schema:
                 "visibilityTimeoutS": integer(minimum=60),
                 "taskMaxRetries": integer(),
                 "retryBackoffMaxS": integer(minimum=1),
-                "reconcileIntervalS": integer(minimum=10),
+                "reconcileIntervalS": integer(minimum=1),
+                "chunkSize": integer(minimum=1, maximum=4096),
+                "chunkMaxBytes": integer(minimum=1024),
+                "heartbeatIntervalS": number(exclusive_minimum=0),
+                "overdueAfterS": number(exclusive_minimum=0),
+                "queuedTimeoutS": number(exclusive_minimum=0),
+                "submissionLeaseS": number(exclusive_minimum=0),
+                "closeWaitS": number(minimum=0),
+                "maxWorkingPixels": integer(minimum=1),
                 "extraEnv": object_list("Extra environment variables (EnvVar list)"),
             },
             "Platform settings (MFPO_* variables)",

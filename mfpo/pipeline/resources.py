@@ -9,7 +9,6 @@ from mfpo.keywords.vectors import PhraseEmbedder, get_embedder
 from mfpo.regions.annotations import AnnotationProvider
 from mfpo.regions.base import RegionProvider
 from mfpo.regions.config import RegionsConfig
-from mfpo.regions.grounded import get_grounded_provider
 from mfpo.regions.matching import match_keyword
 from mfpo.regions.random_region import RandomProvider
 from mfpo.regions.whole_image import GlobalProvider
@@ -54,6 +53,8 @@ def build_resources(config: RegionsConfig) -> StageResources:
     models: list[RegionProvider] = []
     batch = 64
     if config.grounding is not None and config.sam is not None and config.mode in ("grounded", "auto"):
+        from mfpo.regions.grounded import get_grounded_provider  # torch + transformers: only where models run
+
         models.append(get_grounded_provider(config.grounding, config.sam))
         batch = max(config.sam.effective_batch_size, config.grounding.batch_size)
     providers, fallback = build_providers(config, embedder, models)

@@ -34,6 +34,11 @@ class GatewaySettings(BaseSettings):
     max_items_per_request: int = Field(default=1000, ge=1, description="Items in one POST .../items (413).")
     max_text_chars: int = Field(default=20_000, ge=1, description="Longest question/chosen/rejected (per-item 422).")
     max_image_pixels: int = Field(default=40_000_000, ge=1, description="Largest image, in pixels (per-item error).")
+    max_working_pixels: int = Field(
+        default=16_777_216, ge=1,
+        description="Default and largest limits.max_working_pixels of a job: the image size the stages work on, "
+        "which bounds a worker's memory per item.",
+    )
     rate_limit_per_minute: int = Field(default=600, ge=1, description="Requests per API key per minute (429).")
     status_rate_window_s: float = Field(
         default=120.0, gt=0, description="Window of the recent completion rate behind a job's items/s and ETA."

@@ -1,9 +1,10 @@
 """Peak memory of one big item through every stage (run in its own process by tests/test_item_memory.py).
 
-    python tests/scripts/item_peak_memory.py SIZE OUT_DIR MAX_WORKING_PIXELS
+    python tests/scripts/item_peak_memory.py IMAGE.png OUT_DIR MAX_WORKING_PIXELS
 
 Prints one JSON line: the rise of the process's peak RSS (MB) over its warmed-up baseline after the
-item is described (decoded) and after each stage, and the record's source_size.
+item is described (decoded) and after each stage, and the record's source_size. The image is made by the
+caller: this process never holds it decoded before the baseline is taken.
 """
 
 from __future__ import annotations
@@ -30,12 +31,11 @@ def peak_mb() -> float:
 
 
 def main() -> None:
-    size, out, working = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    image = Image.new("RGB", (size, size), (40, 120, 200))
-    buf = io.BytesIO()
-    image.save(buf, "PNG", compress_level=1)
-    data = buf.getvalue()
-    del image, buf
+    path, out, working = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    with open(path, "rb") as fh:
+        data = fh.read()
+    with Image.open(io.BytesIO(data)) as header:
+        size = header.size[0]
     config = GenerateConfig.model_validate({"regions": {"mode": "annotations"},
                                             "limits": {"max_pixels": 40_000_000, "max_working_pixels": working}})
     resources = build_resources(config.regions)

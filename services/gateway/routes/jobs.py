@@ -40,7 +40,7 @@ def job_options(raw: dict[str, Any], settings: GatewaySettings, models_configure
         raise HTTPException(422, "options.regions.grounding/sam are deployment settings, not job options")
     if regions.get("mode") == "grounded" and not models_configured:
         raise HTTPException(422, "regions.mode 'grounded' needs a deployment with a grounding model and SAM")
-    limits = {"max_pixels": settings.max_image_pixels, **limits}
+    limits = {"max_pixels": settings.max_image_pixels, "max_working_pixels": settings.max_working_pixels, **limits}
     try:
         options = GenerateConfig.model_validate({**raw, "limits": limits})
     except (ValidationError, TypeError, ValueError) as exc:
@@ -48,6 +48,9 @@ def job_options(raw: dict[str, Any], settings: GatewaySettings, models_configure
         raise HTTPException(422, f"invalid options: {message}") from None
     if options.limits.max_pixels > settings.max_image_pixels:
         raise HTTPException(422, f"options.limits.max_pixels is above this deployment's {settings.max_image_pixels}")
+    if options.limits.max_working_pixels > settings.max_working_pixels:
+        raise HTTPException(422, "options.limits.max_working_pixels is above this deployment's "
+                                 f"{settings.max_working_pixels}")
     return options
 
 
