@@ -16,8 +16,13 @@ For each (items, size) - ``--n`` x ``--size`` and ``--small-n`` x ``--small-size
 (c) **platform, local folder store**: the same with ``MFPO_STORE_DIR`` (no S3 server): the platform's
     overhead apart from the S3 server's CPU, which on this 2-core machine competes with the workers.
 
-``platform_over_embedded_warm`` = platform items/s / embedded warm items/s, same number of worker
-processes. Only 127.0.0.1 is contacted; Redis database 15 is emptied at start.
+Both executors use ``--chunk-size`` items per chunk. ``platform_over_embedded_warm`` compares the warm
+(steady) rates: the platform's from its first finished chunk to its last (the job's own completion times
+in Redis), the embedded runner's from its first finished chunk to its last, same number of worker processes;
+``end_to_end_over_embedded`` compares whole runs (upload, pool start and finalize included).
+``cpu_ms_per_item`` splits the platform run's CPU between the workers, the gateway and the S3 server (psutil,
+the process trees), beside the embedded pool's (``cpu_ms_per_item_workers``).
+Only 127.0.0.1 is contacted; Redis database 15 is emptied at start.
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ def scenes(n: int, size: int, folder: Path, seed: int) -> tuple[Path, bytes]:
     return path, ("\n".join(lines) + "\n").encode()
 
 
-def bench_embedded(items_path: Path, out: Path, n: int) -> dict:
+def bench_embedded(items_path: Path, out: Path, n: int, chunk_size: int) -> dict:
     config = GenerateConfig.model_validate(OPTIONS)
     marks: list[tuple[float, int]] = []
 
@@ -84,13 +89,43 @@ def bench_embedded(items_path: Path, out: Path, n: int) -> dict:
         marks.append((time.perf_counter(), (marks[-1][1] if marks else 0) + count))
 
     started = time.perf_counter()
-    summary = run_generate(items_path, out, config, workers=2, gallery=False, progress=progress)
+    summary = run_generate(items_path, out, config, workers=2, chunk_size=chunk_size, gallery=False,
+                           progress=progress)
     seconds = time.perf_counter() - started
     if summary.done != n:
         raise RuntimeError(f"embedded run: {summary.as_dict()}")
     (t_first, first), (t_last, last) = marks[0], marks[-1]
     return {"items": n, "seconds": round(seconds, 3), "items_per_s": _per_s(n, seconds),
             "items_per_s_warm": _per_s(last - first, t_last - t_first)}
+
+
+def steady_rate(redis_url: str, prefix: str, tenant: str, job_id: str) -> float:
+    """Items/s from the first finished chunk to the last (the platform's warm rate, like the embedded one's)."""
+    import redis
+
+    entries = redis.Redis.from_url(redis_url).zrange(f"mfpo:{prefix}job:{tenant}:{job_id}:rate", 0, -1,
+                                                     withscores=True)
+    times = sorted((score, int(member.decode().rsplit(":", 1)[1])) for member, score in entries)
+    if len(times) < 2:
+        return float("nan")
+    return round(sum(n for _, n in times[1:]) / (times[-1][0] - times[0][0]), 3)
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process and its children (psutil), 0 when gone or None."""
+    import psutil
+
+    if pid is None:
+        return 0.0
+    try:
+        root = psutil.Process(pid)
+        total = 0.0
+        for proc in [root, *root.children(recursive=True)]:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        return total
+    except psutil.Error:
+        return 0.0
 
 
 def run_job(c: httpx.Client, name: str, jsonl: bytes, n: int) -> dict:
@@ -119,13 +154,14 @@ def run_job(c: httpx.Client, name: str, jsonl: bytes, n: int) -> dict:
             "close_to_finished_seconds": finished - closed, "status": status}
 
 
-def bench_platform(jsonl: bytes, warm: bytes, n: int, store: str, work: Path) -> dict:
+def bench_platform(jsonl: bytes, warm: bytes, n: int, store: str, work: Path, chunk_size: int) -> dict:
     from support.platform import API_KEYS, CeleryWorker, Gateway, platform_env, redis_url_for_tests
     from support.s3_server import running_s3_server
 
     redis_url = redis_url_for_tests(REDIS_DB)
     keys = ",".join(f"{t}:{k}" for t, k in API_KEYS.items())
-    common = {"MFPO_API_KEYS": keys, "MFPO_RATE_LIMIT_PER_MINUTE": "1000000", "MFPO_S3_CREATE_BUCKET": "true"}
+    common = {"MFPO_API_KEYS": keys, "MFPO_RATE_LIMIT_PER_MINUTE": "1000000", "MFPO_S3_CREATE_BUCKET": "true",
+              "MFPO_CHUNK_SIZE": str(chunk_size)}
     with ExitStack() as stack:
         s3 = stack.enter_context(running_s3_server()) if store == "s3" else None
         s3_env = s3.env() if s3 is not None else {}
@@ -141,7 +177,13 @@ def bench_platform(jsonl: bytes, warm: bytes, n: int, store: str, work: Path) ->
                           timeout=600) as c:
             run_job(c, "warm-up", warm, warm.count(b"\n"))
             log_mark = len(s3.log().splitlines()) if s3 is not None else 0
+            pids = {"workers": worker.process.pid if worker.process else None,
+                    "gateway": gateway.process.pid if gateway.process else None,
+                    "s3_server": s3.process.pid if s3 is not None else None}
+            before = {k: cpu_seconds(p) for k, p in pids.items()}
             job = run_job(c, "bench", jsonl, n)
+            cpu = {k: round(cpu_seconds(p) - before[k], 2) for k, p in pids.items()}
+            job["steady"] = steady_rate(redis_url, env["MFPO_QUEUE_PREFIX"], "acme", job["job"])
         time.sleep(0.5)
         requests = Counter(m.group(1) for line in (s3.log().splitlines()[log_mark:] if s3 else [])
                            if (m := REQUEST.search(line)))
@@ -152,22 +194,32 @@ def bench_platform(jsonl: bytes, warm: bytes, n: int, store: str, work: Path) ->
         "worker_processes": 2,
         "seconds": round(job["seconds"], 3),
         "items_per_s": _per_s(n, job["seconds"]),
+        "items_per_s_warm": job["steady"],
         "upload_seconds": round(job["upload_seconds"], 3),
         "close_to_finished_seconds": round(job["close_to_finished_seconds"], 3),
         "s3_requests_per_item": round(sum(requests.values()) / n, 3) if s3 is not None else None,
         "s3_requests_by_method_per_item": {k: round(v / n, 3) for k, v in sorted(requests.items())},
         "stage_runs_per_item": {k: round(v / n, 3) for k, v in sorted(stages.items())},
+        "cpu_seconds": cpu,
+        "cpu_ms_per_item": {k: round(v * 1000 / n, 1) for k, v in cpu.items()},
     }
 
 
-def bench_case(n: int, size: int, work: Path) -> dict:
+def bench_case(n: int, size: int, work: Path, chunk_size: int) -> dict:
     items_path, jsonl = scenes(n, size, work / f"scenes-{size}", seed=size)
     _, warm = scenes(8, size, work / f"warm-{size}", seed=10_000 + size)
-    embedded = bench_embedded(items_path, work / f"embedded-{size}", n)
-    out: dict = {"size": size, "items": n, "embedded": embedded}
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    embedded = bench_embedded(items_path, work / f"embedded-{size}", n, chunk_size)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    embedded["cpu_ms_per_item_workers"] = round(
+        (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000 / n, 1)
+    out: dict = {"size": size, "items": n, "chunk_size": chunk_size, "embedded": embedded}
     for store in ("s3", "local"):
-        result = bench_platform(jsonl, warm, n, store, work)
-        result["platform_over_embedded_warm"] = round(result["items_per_s"] / embedded["items_per_s_warm"], 3)
+        result = bench_platform(jsonl, warm, n, store, work, chunk_size)
+        result["platform_over_embedded_warm"] = round(result["items_per_s_warm"] / embedded["items_per_s_warm"], 3)
+        result["end_to_end_over_embedded"] = round(result["items_per_s"] / embedded["items_per_s"], 3)
         out[f"platform_{store}"] = result
     return out
 
@@ -178,14 +230,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="image size of the main case")
     parser.add_argument("--small-n", type=int, default=400, help="items of the small-image case (0: skip)")
     parser.add_argument("--small-size", type=int, default=96, help="image size of the small-image case")
+    parser.add_argument("--chunk-size", type=int, default=16, help="items per chunk, both executors")
     args = parser.parse_args()
     result: dict = {"bench": "platform_e2e", "cpus": os.cpu_count(), "python": host.python_version(),
                     "loadavg_1m_at_start": round(os.getloadavg()[0], 2), "cases": []}
     with tempfile.TemporaryDirectory(prefix="mfpo-bench-platform-") as tmp:
         work = Path(tmp)
-        result["cases"].append(bench_case(args.n, args.size, work))
+        result["cases"].append(bench_case(args.n, args.size, work, args.chunk_size))
         if args.small_n:
-            result["cases"].append(bench_case(args.small_n, args.small_size, work))
+            result["cases"].append(bench_case(args.small_n, args.small_size, work, args.chunk_size))
     print(json.dumps(result))
 
 

@@ -8,7 +8,8 @@ for the processing run one ``celery worker`` with 2 pool processes.
 1. **Submission**: for each size, a job gets its items as one upload (JSONL, 64x64 PNGs inline, 256 distinct
    images, every item its own id); ``items_per_s`` = items / upload seconds (the answer lists every item).
 2. **Status**: then 200 sequential ``GET /v1/jobs/{id}`` (no worker running): p50 / p99 ms, per job size.
-3. **Processing** (the ``--process`` job): a worker starts, the job is closed and polled until finished:
+3. **Processing** (the ``--process`` job; the other jobs are cancelled first, so their queued stages do
+   nothing): a worker starts, the job is closed and polled until finished:
    items/s, S3 requests per item over submission + processing + finalize (moto's request log), stage runs
    per item (the job's own counters; 1.00 = each stage ran once per item), status p50 while it ran, and
    finalize's own time (from the worker's log).
@@ -180,6 +181,9 @@ def main() -> None:
                         "s3_requests_per_item": round(sum(sub_requests.values()) / n, 4)}
                     result["status"][str(n)] = latency_ms(c, f"/v1/jobs/{job_id}", 200)
                     jobs[n] = job_id
+                for other, other_id in jobs.items():  # only the --process job runs: the others are cancelled (their
+                    if other != args.process:  # queued stages then do nothing; their chunks stay for finalize)
+                        c.post(f"/v1/jobs/{other_id}/cancel").raise_for_status()
                 if args.process:
                     n = args.process
                     job_id = jobs[n]

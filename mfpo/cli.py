@@ -77,6 +77,10 @@ def generate(
     top_k: Annotated[int, typer.Option(help="Keywords kept per item (top-K of the PageRank).")] = 3,
     seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes (0 = one per core).")] = 0,
+    chunk_size: Annotated[
+        int, typer.Option(min=1, max=4096, help="Items per chunk: the unit a worker runs the stages on and a re-run "
+                          "resumes by (keep it when resuming).")
+    ] = 16,
     input_format: Annotated[
         InputFormat | None, typer.Option("--format", help="Force the input format (default: detect).")
     ] = None,
@@ -142,6 +146,7 @@ def generate(
             config,
             input_format=input_format.value if input_format else None,
             workers=n_workers,
+            chunk_size=chunk_size,
             progress=bar.update,
             gallery=gallery,
         )

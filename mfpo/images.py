@@ -23,6 +23,7 @@ import binascii
 import io
 import math
 import re
+import struct
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -227,6 +228,33 @@ def image_header(data: bytes, limits: ImageLimits) -> tuple[int, int, str]:
     """
     image = _open(data, limits)
     return image.size[0], image.size[1], _FORMAT_EXT.get((image.format or "PNG").upper(), ".png")
+
+
+def verify_image(data: bytes, limits: ImageLimits) -> tuple[int, int, str]:
+    """Check image bytes without a full decode: the header checks of :func:`image_header`, then the file's
+    integrity - PNG: every chunk's CRC and the end marker (``Image.verify``, no decompression); JPEG: a decode
+    at 1/8 scale (reads every entropy-coded segment, ~1/10 of the work); other formats: a full decode.
+
+    Returns (width, height, extension). Cheap enough for the intake of every submitted image; bytes that
+    pass and still fail the full decode later fail their item with the reason.
+    """
+    width, height, ext = image_header(data, limits)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.format == "PNG":
+                image.verify()
+            elif image.format == "JPEG":
+                image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+                image.load()
+            else:
+                decode_image(data, limits)
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise ImageError(f"corrupt or truncated {ext.lstrip('.').upper()} file: {exc}") from exc
+    return width, height, ext
 
 
 def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:

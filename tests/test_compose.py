@@ -3,7 +3,7 @@ profile), and the file says what the platform needs (services, health, GPU, sett
 
 Offline and fast: nothing is built, pulled or started. The `config` checks need a compose
 command (Debian's `docker-compose`, installed by scripts/test-services.sh, or `docker compose`);
-without one they skip, unless MFPO_REQUIRE_COMPOSE=1, where they fail.
+without one they skip, except under CI=true, where they fail.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support.requirements import missing
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -155,9 +156,7 @@ def compose() -> list[str]:
             "neither `docker-compose` nor `docker compose` is installed (scripts/test-services.sh "
             "installs Debian's docker-compose)"
         )
-        if os.environ.get("MFPO_REQUIRE_COMPOSE") == "1":
-            pytest.fail(message + "; MFPO_REQUIRE_COMPOSE=1 requires it")
-        pytest.skip(message)
+        missing(message)
     return command
 
 

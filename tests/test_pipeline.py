@@ -177,3 +177,23 @@ def test_cli_generate_and_export(scenes, tmp_path):
     bad = subprocess.run([mfpo, "generate", str(scenes), "--out", str(out), "--noise-step", "5000"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "noise_step" in bad.stderr
+
+
+def test_an_image_over_the_working_size_is_reduced_and_stays_aligned(scenes, tmp_path):
+    """An item over limits.max_working_pixels is worked on reduced (memory bounded by the setting): the dataset's
+    image is the reduced one, the rejected image differs from it only inside the mask, the annotation boxes were
+    scaled with it, and the record says the submitted size."""
+    out = tmp_path / "out"
+    config = GenerateConfig.model_validate({"regions": {"mode": "annotations"},
+                                            "limits": {"max_working_pixels": 96 * 80}})
+    summary = run_generate(scenes, out, config, workers=1, gallery=False)
+    assert summary.done == 10
+    for rec in _records(out):
+        assert rec.source_size == (192, 160) and rec.image.endswith(".png")
+        assert Image.open(out / rec.image).size == (96, 80)
+        check_record_contract(out, rec)
+        annotated = [r for r in rec.regions if r.source == "annotations"]
+        for region in annotated:  # boxes are in the reduced image's pixels (half the submitted size)
+            assert region.box[2] <= 96 and region.box[3] <= 80
+    assert any(r.regions[0].source == "annotations" for r in _records(out))
+    assert pq.read_table(out / "dataset.parquet").column("source_size").to_pylist()[0] == [192, 160]

@@ -308,3 +308,43 @@ def test_s3_presigned_urls_name_the_public_endpoint(s3_server: S3Server) -> None
     assert secure.public_secure is None  # follows `secure` unless given
     with pytest.raises(ValueError, match="host:port"):
         S3Config(public_endpoint="https://s3.example.com")
+
+
+def test_local_list_walks_only_the_prefix_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A LIST of one job's prefix must not walk the whole store (every tenant, every job)."""
+    import os
+
+    store = LocalStore(tmp_path)
+    for key in ("tenants/a/jobs/j1/chunks/0.json", "tenants/a/jobs/j1/chunks/1.json", "tenants/a/jobs/j2/x.json",
+                "index/active/a/j1", "top.json"):
+        store.put(key, b"1")
+    walked: list[str] = []
+    real_walk = os.walk
+
+    def recording_walk(top, *args, **kwargs):  # type: ignore[no-untyped-def]
+        walked.append(str(top))
+        return real_walk(top, *args, **kwargs)
+
+    monkeypatch.setattr(os, "walk", recording_walk)
+    assert list(store.list("tenants/a/jobs/j1/chunks/")) == ["tenants/a/jobs/j1/chunks/0.json",
+                                                               "tenants/a/jobs/j1/chunks/1.json"]
+    assert walked == [str(tmp_path.resolve() / "tenants" / "a" / "jobs" / "j1" / "chunks")]
+    assert list(store.list("tenants/a/jobs/j1/chunks/", start_after="tenants/a/jobs/j1/chunks/0.json")) == [
+        "tenants/a/jobs/j1/chunks/1.json"]
+    assert list(store.list("index/act")) == ["index/active/a/j1"]
+    assert list(store.list("nothing/here/")) == []
+
+
+def test_range_reads_copies_and_file_puts(tmp_path: Path, s3_server: S3Server) -> None:
+    for store in (LocalStore(tmp_path / "local"), S3Store(s3_server.config(new_bucket(), create_bucket=True))):
+        store.put("a/b.bin", bytes(range(200)))
+        assert store.get_range("a/b.bin", 10, 5) == bytes(range(10, 15))
+        assert store.get_range("a/b.bin", 195, 50) == bytes(range(195, 200))
+        store.copy("a/b.bin", "c/d.bin")
+        assert store.get("c/d.bin") == bytes(range(200))
+        source = tmp_path / "big.bin"
+        source.write_bytes(b"x" * 300_000)
+        store.put_file("e/f.bin", source)
+        assert store.get("e/f.bin") == b"x" * 300_000
+        with pytest.raises(ObjectNotFound):
+            store.get_range("missing", 0, 1)

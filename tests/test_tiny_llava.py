@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import transformers
 from PIL import Image
+from safetensors.torch import load_file
 
 from mfpo.models.tiny_llava import (
     CHAT_TEMPLATE,
@@ -23,9 +25,6 @@ from mfpo.models.tiny_llava import (
     write_tiny_llava,
 )
 from mfpo.synth import SynthConfig, make_scene
-
-transformers = pytest.importorskip("transformers")
-from safetensors.torch import load_file  # noqa: E402 (after the importorskip guard)
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +231,7 @@ def test_config_builder_matches_the_folder(folder: Path, model: Any) -> None:
 
 
 def test_peft_lora_wraps_the_model(processor: Any, model: Any) -> None:
-    peft = pytest.importorskip("peft")
+    import peft
     lora = peft.get_peft_model(
         model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
     )

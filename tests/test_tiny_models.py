@@ -7,8 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import segment_anything  # noqa: F401  (the SAM architectures)
 import torch
+import transformers
 from PIL import Image
+from safetensors.torch import load_file
 
 from mfpo.models.tiny import (
     TINY_SAM_TYPE,
@@ -20,10 +23,6 @@ from mfpo.models.tiny import (
     write_tiny_owlv2,
     write_tiny_sam,
 )
-
-transformers = pytest.importorskip("transformers")
-pytest.importorskip("segment_anything")
-from safetensors.torch import load_file  # noqa: E402 (after the importorskip guard)
 
 H, W = 200, 300
 

@@ -69,7 +69,7 @@ class Platform:
         return [ResultRecord.model_validate_json(line).id for line in self.store.get(key).decode().splitlines()]
 
     def queued(self) -> int:
-        return sum(int(self.redis.llen(f"{self.settings.queue_prefix}{q}")) for q in ("cpu", "gpu"))
+        return sum(int(self.redis.llen(f"{self.settings.queue_prefix}{q}")) for q in ("cpu", "gpu", "control"))
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +155,44 @@ def test_a_worker_killed_during_finalize_still_finishes_the_job(platform, items)
     finally:
         second.stop()
     assert platform.dataset_ids(job) == [r["id"] for r in items] and state.counts().finalize == "done"
+
+
+def test_the_regions_stage_runs_on_the_gpu_queue_in_model_batches(platform, items, tmp_path):
+    """With grounding + SAM configured (tiny random-weight models of the real architectures, on CPU here), the
+    regions stage goes to the gpu queue and runs a chunk's images through the models in batches; the cpu worker
+    never loads the models."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    models = tmp_path / "models"
+    made = subprocess.run([str(Path(sys.executable).parent / "mfpo"), "models", "tiny", "--out", str(models)],
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    env = {**platform.env, "MFPO_GROUNDING_MODEL": str(models / "grounding-dino"),
+           "MFPO_SAM_CHECKPOINT": str(models / "sam_vit_tiny.pth"), "MFPO_SAM_TYPE": "vit_tiny",
+           "MFPO_CHUNK_SIZE": "8"}
+    settings = settings_from_env(env)
+    dispatcher = Dispatcher(celery_client(settings), settings.queue_prefix, settings.models_configured)
+    cpu = CeleryWorker(env, queues="cpu").start()
+    gpu = CeleryWorker(env, queues="gpu", concurrency=1).start()
+    try:
+        auto = GenerateConfig.model_validate({"regions": {"mode": "auto"}})
+        job = platform.jobs.create_job("acme", "gpu-queue", auto)
+        state = platform.state(job)
+        state.init()
+        rows = [{**r, "annotations": []} for r in items[:16]]  # no annotations: auto goes to the models
+        assert len(submit_rows(platform.jobs, state, dispatcher, job, settings, rows).accepted) == 16
+        state.begin_close()
+        job = platform.jobs.close_job(job)
+        if state.mark_closed():
+            dispatcher.finalize(job)
+        wait_for(lambda: platform.dataset_ids(job) is not None, 240, "the dataset", diagnostics=gpu.log)
+    finally:
+        cpu.stop()
+        gpu.stop()
+    assert platform.dataset_ids(job) == [r["id"] for r in rows]
+    assert gpu.log().count("8 items in batches of 8 (models, decoded images)") == 2  # 2 chunks, one batch each
+    assert "mfpo.stage" in gpu.log() and "regions of chunk" not in cpu.log()
+    assert "grounding" not in cpu.log().lower()
+    assert state.counts().stages == {"keywords": 16, "regions": 16, "perturb": 16}

@@ -21,6 +21,7 @@ import pytest
 import redis
 from support.k8s import load_yaml_documents
 from support.platform import REPO, CeleryWorker, platform_env, redis_url_for_tests, wait_for, xdist_index
+from support.requirements import missing
 from support.s3_server import free_port, running_s3_server
 
 from mfpo.jobs.settings import PlatformSettings
@@ -51,7 +52,7 @@ def test_the_redis_password_is_not_shown_by_the_settings() -> None:
 @pytest.fixture
 def redis_with_password(tmp_path: Path):  # type: ignore[no-untyped-def]
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (scripts/test-services.sh installs it)")
+        missing("redis-server is not installed (scripts/test-services.sh installs it)")
 
     port = free_port()
     process = subprocess.Popen(
@@ -91,13 +92,13 @@ def test_beat_alone_sends_the_reconcile_through_a_password_protected_redis(redis
         beat = subprocess.Popen([str(Path(sys.executable).parent / "mfpo"), "beat"], cwd=REPO, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        wait_for(lambda: client.llen(f"{prefix}cpu") > 0, 40, "the beat's reconcile task on the cpu queue",
+        wait_for(lambda: client.llen(f"{prefix}control") > 0, 40, "the beat's reconcile task on the control queue",
                  diagnostics=lambda: log.read_text(errors="replace")[-3000:])
     finally:
         beat.terminate()
         beat.wait(timeout=20)
 
-    message = json.loads(client.lindex(f"{prefix}cpu", 0))
+    message = json.loads(client.lindex(f"{prefix}control", 0))
     assert message["headers"]["task"] == "mfpo.reconcile"
     assert list(scratch.glob(f"mfpo-celerybeat-{prefix}*")), "the schedule file belongs in TMPDIR"
     assert not list(REPO.glob("celerybeat-schedule*")) and not list(REPO.glob("mfpo-celerybeat-*"))

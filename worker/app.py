@@ -15,7 +15,7 @@ from pathlib import Path
 from celery import Celery
 
 import worker.gpus  # noqa: F401  (connects each pool process's GPU pinning to worker_process_init)
-from mfpo.jobs.dispatch import CPU_QUEUE, TASK_RECONCILE
+from mfpo.jobs.dispatch import CONTROL_QUEUE, TASK_RECONCILE
 from mfpo.jobs.settings import PlatformSettings, get_platform_settings
 
 
@@ -36,7 +36,8 @@ def create_celery(settings: PlatformSettings) -> Celery:
             "reconcile-active-jobs": {
                 "task": TASK_RECONCILE,
                 "schedule": float(settings.reconcile_interval_s),
-                "options": {"queue": f"{settings.queue_prefix}{CPU_QUEUE}", "expires": settings.reconcile_interval_s},
+                "options": {"queue": f"{settings.queue_prefix}{CONTROL_QUEUE}",
+                            "expires": settings.reconcile_interval_s},
             }
         },
     )

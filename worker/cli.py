@@ -31,6 +31,8 @@ def worker(
     os.environ[GPUS_ENV] = str(gpus)  # read by each pool process (worker/gpus.py) to take its own GPU
     from worker.app import celery_app, queue_name
 
+    if "cpu" in names:  # cpu workers also take the control tasks (finalize, reconcile...), polled in turn
+        names = ["control", *names]
     queue_names = ",".join(queue_name(celery_app, n) for n in names)
     argv = ["worker", "-Q", queue_names, "-c", str(concurrency), "--pool", "prefork", "-l", "INFO",
             "--without-gossip", "--without-mingle"]

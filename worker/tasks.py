@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from mfpo.jobs import Dispatcher, JobNotFound, JobRecord, JobState, JobStore, StateLost, finalize_job
-from mfpo.jobs.dispatch import TASK_FINALIZE, TASK_REBUILD, TASK_RECONCILE, TASK_STAGE
+from mfpo.jobs.dispatch import TASK_DELETE, TASK_FINALIZE, TASK_REBUILD, TASK_RECONCILE, TASK_STAGE
 from mfpo.jobs.execute import execute_stage
 from mfpo.jobs.finalize import JobNotFinished
 from mfpo.jobs.recovery import reconcile_job
@@ -77,6 +77,11 @@ def resources_for(job: JobRecord, stage: Stage) -> StageResources:
     return build_resources(regions)
 
 
+def _hard_time_limit() -> float:
+    settings = get_platform_settings()
+    return settings.item_time_limit_s * settings.chunk_size + settings.task_time_margin_s
+
+
 TASK_OPTIONS: dict[str, Any] = {
     "bind": True,
     "autoretry_for": RETRIED,
@@ -88,7 +93,7 @@ TASK_OPTIONS: dict[str, Any] = {
 }
 
 
-@celery_app.task(name=TASK_STAGE, **TASK_OPTIONS)
+@celery_app.task(name=TASK_STAGE, time_limit=_hard_time_limit(), **TASK_OPTIONS)
 def stage_task(self: Any, tenant: str, job_id: str, chunk: str, stage: str) -> None:
     job = load_job(tenant, job_id)
     if job is not None:
@@ -133,3 +138,15 @@ def rebuild_task(self: Any, tenant: str, job_id: str) -> None:
     job = load_job(tenant, job_id, fresh=True)
     if job is not None:
         reconcile_job(job_store(), job_state(job), dispatcher(), job, get_platform_settings())
+
+
+@celery_app.task(name=TASK_DELETE, **TASK_OPTIONS)
+def delete_task(self: Any, tenant: str, job_id: str) -> int:
+    """Delete a cancelled job's objects and its state (asked for by ``DELETE /v1/jobs/{id}``)."""
+    job = load_job(tenant, job_id, fresh=True)
+    if job is None:
+        return 0
+    deleted = job_store().delete_job(job)
+    job_state(job).drop()
+    log.info("job %s/%s deleted (%d objects)", tenant, job_id, deleted)
+    return deleted

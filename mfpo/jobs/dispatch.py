@@ -6,7 +6,8 @@ and hand it here as the ``sender`` (anything with Celery's ``send_task``): neith
 the other, and this library imports no queue code.
 
 Queues: ``{prefix}cpu`` for every stage but the region models' (``{prefix}gpu`` when the deployment
-has grounding + SAM and the job's region mode uses them), and for finalize / reconcile / rebuild.
+has grounding + SAM and the job's region mode uses them); ``{prefix}control`` for finalize, reconcile,
+rebuild and delete.
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ TASK_STAGE = "mfpo.stage"
 TASK_FINALIZE = "mfpo.finalize"
 TASK_RECONCILE = "mfpo.reconcile"
 TASK_REBUILD = "mfpo.rebuild"
+TASK_DELETE = "mfpo.delete"
 CPU_QUEUE = "cpu"
 GPU_QUEUE = "gpu"
+CONTROL_QUEUE = "control"
+"""Finalize, reconcile, rebuild and delete: every cpu worker also consumes it, and Celery's Redis transport
+polls a worker's queues in turn, so a job's finalize never waits behind another job's backlog of stages."""
 
 
 class TaskSender(Protocol):
@@ -52,7 +57,10 @@ class Dispatcher:
         self.sender.send_task(TASK_STAGE, (job.tenant, job.id, chunk, stage.name), queue=self.queue_for(stage, job))
 
     def finalize(self, job: JobRecord) -> None:
-        self.sender.send_task(TASK_FINALIZE, (job.tenant, job.id), queue=self.queue(CPU_QUEUE))
+        self.sender.send_task(TASK_FINALIZE, (job.tenant, job.id), queue=self.queue(CONTROL_QUEUE))
 
     def rebuild(self, tenant: str, job_id: str) -> None:
-        self.sender.send_task(TASK_REBUILD, (tenant, job_id), queue=self.queue(CPU_QUEUE))
+        self.sender.send_task(TASK_REBUILD, (tenant, job_id), queue=self.queue(CONTROL_QUEUE))
+
+    def delete(self, tenant: str, job_id: str) -> None:
+        self.sender.send_task(TASK_DELETE, (tenant, job_id), queue=self.queue(CONTROL_QUEUE))

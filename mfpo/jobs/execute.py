@@ -29,7 +29,7 @@ from mfpo.pipeline.resources import StageResources
 from mfpo.stages.artifacts import decode_outcomes
 from mfpo.stages.graph import STAGES, Stage, first_stage, next_stage, producer
 from mfpo.stages.io import MissingInput
-from mfpo.stages.runner import StageRun, run_stage
+from mfpo.stages.runner import StageRun, give_up, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,19 @@ def execute_stage(jobs: JobStore, state: JobState, dispatcher: Dispatcher, job: 
     if size == 0:
         return None  # finished already (a duplicate task) or gone
     io = jobs.chunk_io(job, chunk, put_threads=settings.put_threads)
+    attempt = state.attempt(chunk, stage.name)
+    if attempt > settings.stage_max_attempts and not io.exists(stage.commit):
+        reason = (f"{stage.name} stopped {attempt - 1} times on this chunk (its process was killed: time limit or "
+                  "memory); given up")
+        log.error("job %s chunk %s: %s", job.id, chunk, reason)
+        outcomes = give_up(io, stage, reason)
+        done = sum(o.status == "done" for o in outcomes)
+        if state.complete(chunk, done, len(outcomes) - done):
+            dispatcher.finalize(job)
+        return None
     try:
         with heartbeat(lambda: state.heartbeat(chunk, stage.name), settings.heartbeat_interval_s):
-            run = run_stage(stage, io, job.options, resources(stage))
+            run = run_stage(stage, io, job.options, resources(stage), item_time_limit_s=settings.item_time_limit_s)
     except MissingInput as exc:
         source = producer(exc.artifact)
         if source is None:

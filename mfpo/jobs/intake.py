@@ -7,8 +7,9 @@ A :class:`Submission` takes validated items one at a time and groups them into c
    are **claimed** atomically in Redis (:meth:`~mfpo.jobs.state.JobState.claim`): an id already
    stored with the same content is accepted again (a retried batch is idempotent), with other
    content it is a duplicate, and an id another request is writing right now is refused;
-2. in a bounded thread pool, each claimed item's image is decoded under the job's limits (a
-   corrupt image is refused here, with its reason, and never reaches a worker), then the images
+2. in a bounded thread pool, each claimed item's image is checked under the job's limits (header,
+   pixel count, integrity: :func:`~mfpo.images.verify_image`; a corrupt image is refused here, with
+   its reason), then the images
    and the chunk's items are **written to the store** (the system of record) - images first,
    the item list last;
 3. the chunk is **registered** in Redis and its first stage **queued**. A chunk the store holds
@@ -43,7 +44,7 @@ from mfpo.jobs.state import Claim, JobClosing, JobState, StateLost
 from mfpo.jobs.store import JobKeys, JobStore, chunk_key, uploads_prefix
 from mfpo.schemas import PreferenceItem
 from mfpo.stages.blob import pack_images
-from mfpo.stages.chunk import Chunk, ItemError, StagedItem, decode_checked, identify_item
+from mfpo.stages.chunk import Chunk, ItemError, StagedItem, identify_item, verify_checked
 from mfpo.stages.graph import first_stage
 from mfpo.storage.base import InvalidKey, ObjectNotFound, StoreError, check_key
 
@@ -311,7 +312,7 @@ class Submission:
         refused: list[str] = []
         for p in pending:
             try:
-                decode_checked(p.data, self.job.options)
+                verify_checked(p.data, self.job.options)
                 good.append(p)
             except ItemError as exc:
                 self.reject(p.index, exc.reason)

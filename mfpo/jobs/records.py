@@ -30,6 +30,9 @@ class JobRecord(BaseModel):
     options: GenerateConfig = Field(description="Options every item of the job is generated with.")
     created_at: datetime = Field(default_factory=utc_now)
     closed_at: datetime | None = Field(default=None, description="Set by close: no more items accepted.")
+    cancelled_at: datetime | None = Field(
+        default=None, description="Set by cancel: no more work is done and no dataset is written."
+    )
 
     @field_validator("id", "tenant")
     @classmethod

@@ -74,7 +74,8 @@ def snapshot_from_store(jobs: JobStore, job: JobRecord) -> StateSnapshot:
             ids.extend((item.id, f"c|{chunk}|{item.stem}") for item in record.items)
     numbers = [int(c[:CHUNK_DIGITS]) for c in stored]
     return StateSnapshot(chunks=chunks, ids=ids, closed=job.closed_at is not None,
-                         finalized=jobs.dataset_ready(job), chunk_seq=max(numbers, default=-1) + 1)
+                         finalized=jobs.dataset_ready(job), chunk_seq=max(numbers, default=-1) + 1,
+                         cancelled=job.cancelled_at is not None)
 
 
 def rebuild_state(jobs: JobStore, state: JobState, job: JobRecord, lock_s: float = 600.0) -> bool:
@@ -126,6 +127,9 @@ def reconcile_job(jobs: JobStore, state: JobState, dispatcher: Dispatcher, job: 
                   settings: PlatformSettings, now: float | None = None) -> ReconcileReport:
     """One pass over a job's derived state (rules in the module docstring)."""
     report = ReconcileReport()
+    if job.cancelled_at is not None:  # nothing more to do for it: it leaves the active index
+        jobs.store.delete(JobKeys(job.tenant, job.id).active)
+        return report
     if not state.exists():
         report.rebuilt = rebuild_state(jobs, state, job)
         if not state.exists():

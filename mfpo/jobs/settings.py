@@ -89,6 +89,19 @@ class PlatformSettings(BaseSettings):
     dataset_row_group: int = Field(
         default=10_000, ge=1, description="Rows per Parquet row group of a job's dataset (finalize memory)."
     )
+    item_time_limit_s: float = Field(
+        default=120.0, gt=0,
+        description="One item's work in one stage may take this long; past it the item fails with the reason and "
+        "the chunk goes on. The task's hard time limit is this times chunk_size plus task_time_margin_s.",
+    )
+    task_time_margin_s: float = Field(
+        default=300.0, gt=0, description="Added to item_time_limit_s x chunk_size for a task's hard time limit."
+    )
+    stage_max_attempts: int = Field(
+        default=3, ge=1,
+        description="Runs of one stage on one chunk before it gives up (its process keeps dying: hard time limit, "
+        "out of memory): the chunk's unfinished items then fail with the reason.",
+    )
     # -- Celery ----------------------------------------------------------------------------------
     visibility_timeout_s: int = Field(
         default=3 * 3600, ge=60, description="Redis visibility timeout: longer than the longest task."

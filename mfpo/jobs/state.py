@@ -22,6 +22,8 @@ job:{tenant}:
 ``P finished``     set of finished chunks (completion counted once); ``P started`` likewise
 ``P rate``         zset: ``{chunk}:{items}`` -> finish time (recent completion rate for the ETA)
 ``P exec``         hash: ``{stage}`` -> items the stage ran on; ``{stage}:skipped`` -> items it skipped
+``P attempts``     hash: ``{chunk}:{stage}`` -> starts (a stage whose process keeps dying is given up)
+``P order``        zset of chunk keys, all score 0: lexicographic = submission order (paged listings)
 =================  ======================================================================
 
 When ``meta`` is missing (Redis restarted empty, FLUSHALL) every call raises :class:`StateLost`,
@@ -48,8 +50,8 @@ end
 
 _FINALIZE_CHECK = """
 local function finalize_check(meta, now)
-  local m = redis.call('HMGET', meta, 'closed', 'submitted', 'done', 'failed', 'finalize')
-  if m[1] == '1' and tonumber(m[3] or 0) + tonumber(m[4] or 0) >= tonumber(m[2] or 0)
+  local m = redis.call('HMGET', meta, 'closed', 'submitted', 'done', 'failed', 'finalize', 'cancelled')
+  if m[1] == '1' and m[6] ~= '1' and tonumber(m[3] or 0) + tonumber(m[4] or 0) >= tonumber(m[2] or 0)
      and (m[5] == false or m[5] == '') then
     redis.call('HSET', meta, 'finalize', 'claimed', 'finalize_ts', now)
     return 1
@@ -117,7 +119,7 @@ end
 return n
 """
 
-# KEYS: meta ids chunks; ARGV: chunk size now status id1 stem1 ...
+# KEYS: meta ids chunks order; ARGV: chunk size now status id1 stem1 ...
 _REGISTER = """
 if redis.call('HEXISTS', KEYS[1], 'v') == 0 then return -1 end
 for i = 5, #ARGV, 2 do
@@ -125,6 +127,7 @@ for i = 5, #ARGV, 2 do
 end
 if redis.call('HSETNX', KEYS[3], ARGV[1], 'keywords|' .. ARGV[4] .. '|' .. ARGV[3] .. '|' .. ARGV[2]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'submitted', tonumber(ARGV[2]))
+  redis.call('ZADD', KEYS[4], 0, ARGV[1])
   return 1
 end
 return 0
@@ -133,6 +136,7 @@ return 0
 # KEYS: meta chunks started exec; ARGV: chunk stage now first_stage
 _START = _PARSE + """
 if redis.call('HEXISTS', KEYS[1], 'v') == 0 then return -1 end
+if redis.call('HGET', KEYS[1], 'cancelled') == '1' then return -3 end
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
 if not cur then return -2 end
 local p = split(cur)
@@ -277,6 +281,7 @@ class JobCounts:
     failed: int = 0
     closing: bool = False
     closed: bool = False
+    cancelled: bool = False
     finalize: str = ""
     stages: dict[str, int] = field(default_factory=dict)
 
@@ -342,6 +347,7 @@ class JobState:
         return JobCounts(
             submitted=_int(meta.get("submitted")), started=_int(meta.get("started")), done=_int(meta.get("done")),
             failed=_int(meta.get("failed")), closing=meta.get("closing") == "1", closed=meta.get("closed") == "1",
+            cancelled=meta.get("cancelled") == "1",
             finalize=meta.get("finalize", ""), stages={_str(k): _int(v) for k, v in executed.items()},
         )
 
@@ -414,10 +420,21 @@ class JobState:
         args: list[Any] = [chunk, len(items), time.time(), status]
         for item_id, stem in items:
             args += [item_id, stem]
-        result = self._call(_REGISTER, ["meta", "ids", "chunks"], args)
+        result = self._call(_REGISTER, ["meta", "ids", "chunks", "order"], args)
         if result == -1:
             raise StateLost(f"job {self.job_id}: state lost")
         return bool(result)
+
+    def chunks_after(self, after: str | None, count: int) -> list[str]:
+        """Up to ``count`` chunk keys after ``after`` in submission order (O(log n + count))."""
+        start = f"({after}" if after else "-"
+        return [_str(c) for c in self.redis.zrangebylex(self.key("order"), start, "+", start=0, num=count)]
+
+    def cancel(self) -> None:
+        """Stop the job: stages not started yet do nothing, finalize never runs."""
+        if not self.exists():
+            raise StateLost(f"job {self.job_id}: state lost")
+        self.redis.hset(self.key("meta"), mapping={"closing": "1", "cancelled": "1"})
 
     def item_chunk(self, item_id: str) -> str | None:
         """The chunk holding a stored item (None: unknown id or still being submitted)."""
@@ -441,7 +458,7 @@ class JobState:
 
     def start(self, chunk: str, stage: str, first_stage: str) -> int:
         """A worker starts ``stage`` on ``chunk``: status running, heartbeat now. Returns the chunk size
-        (0: the chunk is already finished; -2: unknown chunk)."""
+        (0: the chunk is already finished; -2: unknown chunk; -3: the job was cancelled)."""
         result = int(self._call(_START, ["meta", "chunks", "started"], [chunk, stage, time.time(), first_stage]))
         if result == -1:
             raise StateLost(f"job {self.job_id}: state lost")
@@ -457,6 +474,10 @@ class JobState:
         if result == -1:
             raise StateLost(f"job {self.job_id}: state lost")
         return result == 1
+
+    def attempt(self, chunk: str, stage: str) -> int:
+        """Count a start of ``stage`` on ``chunk``; returns how many starts there have been (1 = the first)."""
+        return int(self.redis.hincrby(self.key("attempts"), f"{chunk}:{stage}", 1))
 
     def count_execution(self, stage: str, items: int, executed: bool) -> None:
         self.redis.hincrby(self.key("exec"), stage if executed else f"{stage}:skipped", items)
@@ -509,7 +530,7 @@ class JobState:
     def drop(self) -> None:
         """Delete the job's state (the job was deleted)."""
         self.redis.delete(*(self.key(k) for k in ("meta", "ids", "leases", "chunks", "finished", "started", "rate",
-                                                   "exec", "rebuild")))
+                                                   "exec", "attempts", "order", "rebuild", "rebuild-asked")))
 
     # -- rebuild ---------------------------------------------------------------------------------
 
@@ -535,13 +556,14 @@ class JobState:
                     pipe.unwatch()
                     return False
                 pipe.multi()
-                for name in ("ids", "chunks", "finished", "started", "rate", "leases"):
+                for name in ("ids", "chunks", "finished", "started", "rate", "leases", "order"):
                     pipe.delete(self.key(name))
                 pipe.hset(meta_key, mapping=snapshot.meta())
                 for start in range(0, len(snapshot.ids), 10_000):
                     pipe.hset(self.key("ids"), mapping=dict(snapshot.ids[start:start + 10_000]))
                 if snapshot.chunks:
                     pipe.hset(self.key("chunks"), mapping={c.chunk: _chunk_value(c) for c in snapshot.chunks})
+                    pipe.zadd(self.key("order"), dict.fromkeys((c.chunk for c in snapshot.chunks), 0))
                 finished = [c.chunk for c in snapshot.chunks if c.status == "done"]
                 if finished:
                     pipe.sadd(self.key("finished"), *finished)
@@ -561,6 +583,7 @@ class StateSnapshot:
     closed: bool
     finalized: bool
     chunk_seq: int
+    cancelled: bool = False
 
     def meta(self) -> dict[str, Any]:
         done = sum(c.done for c in self.chunks if c.status == "done")
@@ -570,6 +593,7 @@ class StateSnapshot:
             "v": "1", "submitted": submitted, "started": done + failed, "done": done, "failed": failed,
             "closing": "1" if self.closed else "0", "closed": "1" if self.closed else "0",
             "finalize": "done" if self.finalized else "", "finalize_ts": 0, "chunk_seq": self.chunk_seq,
+            "cancelled": "1" if self.cancelled else "0",
         }
 
 

@@ -137,6 +137,15 @@ class JobStore:
             self._put_job(job)
         return job
 
+    def cancel_job(self, job: JobRecord) -> JobRecord:
+        """Mark the job cancelled (and closed) in its record, and drop it from the active index."""
+        if job.cancelled_at is None:
+            now = utc_now()
+            job = job.model_copy(update={"cancelled_at": now, "closed_at": job.closed_at or now})
+            self._put_job(job)
+        self.store.delete(JobKeys(job.tenant, job.id).active)
+        return job
+
     def list_jobs(self, tenant: str, limit: int, after: str | None = None) -> tuple[list[JobRecord], str | None]:
         """Up to ``limit`` of the tenant's jobs, oldest first, after the cursor ``after``; and the next cursor."""
         prefix = f"{JOBS_INDEX}/{check_safe_id(tenant)}/"

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from mfpo.ids import item_id as content_item_id
 from mfpo.ids import seed_for
-from mfpo.images import ImageError, decode_image, image_header, working_size
+from mfpo.images import ImageError, decode_image, image_header, verify_image, working_size
 from mfpo.pipeline.config import GenerateConfig
 from mfpo.pipeline.keys import OutputKeys, content_digest, output_stem
 from mfpo.schemas import Failure, PreferenceItem
@@ -87,6 +87,14 @@ def identify_item(
     return StagedItem(index=index, row=row, item=item, stem=stem, image_ext=".png" if reduced else ext,
                       seed=seed_for(iid, stem, config.seed), width=width, height=height,
                       source_size=(source_w, source_h) if reduced else None)
+
+
+def verify_checked(image_bytes: bytes, config: GenerateConfig) -> None:
+    """The intake's integrity check (:func:`mfpo.images.verify_image`); :class:`ItemError` (stage ``image``)."""
+    try:
+        verify_image(image_bytes, config.limits)
+    except ImageError as exc:
+        raise ItemError("image", str(exc)) from exc
 
 
 def decode_checked(image_bytes: bytes, config: GenerateConfig) -> npt.NDArray[np.uint8]:

@@ -31,7 +31,8 @@ def keywords_stage(ctx: StageContext) -> dict[ArtifactName, bytes]:
 
     output: StageOutput[list[KeywordScore]] = StageOutput()
     for item in ctx.chunk.items:
-        keywords = guarded("keywords", item, output.failures, select_keywords, item.item.chosen, ctx)
+        keywords = guarded("keywords", item, output.failures, select_keywords, item.item.chosen, ctx,
+                           limit_s=ctx.item_time_limit_s)
         if keywords is not None:
             output.results[item.id] = keywords
     return {"keywords": encode_keywords(output)}

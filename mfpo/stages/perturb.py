@@ -108,7 +108,7 @@ def perturb_stage(ctx: StageContext) -> dict[ArtifactName, bytes]:
         if item.id in failures or item.id not in regions.results:
             continue
         record = guarded("perturb", item, failures, finish_item, item, keywords[item.id], regions.results[item.id],
-                         ctx, writer)
+                         ctx, writer, limit_s=ctx.item_time_limit_s)
         if record is not None:
             records[item.id] = record
     writer.flush()  # every file is stored before the outcomes say so

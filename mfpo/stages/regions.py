@@ -67,23 +67,28 @@ def locate_one(item: StagedItem, keywords: dict[str, list[KeywordScore]], ctx: S
 
 
 def regions_stage(ctx: StageContext) -> dict[ArtifactName, bytes]:
-    from mfpo.stages.runner import TRANSIENT, guarded
+    from mfpo.stages.runner import TRANSIENT, guarded, item_deadline
 
     keywords = decode_keywords(ctx.read("keywords"))
     output: StageOutput[RegionResult] = StageOutput(failures=dict(keywords.failures))
     todo = [it for it in ctx.chunk.items if it.id in keywords.results]
     pixels = any(p.needs_pixels for p in ctx.resources.providers)
     size = max(1, ctx.resources.region_batch_size)
+    log.info("regions of chunk %s: %d items in batches of %d (%s)", ctx.io.chunk_key, len(todo), size,
+             "models, decoded images" if pixels else "sizes only")
     for start in range(0, len(todo), size):
         batch = todo[start:start + size]
         try:
-            found = locate_batch(batch, keywords.results, ctx, pixels)
+            limit = ctx.item_time_limit_s * len(batch) if ctx.item_time_limit_s else None
+            with item_deadline(limit):
+                found = locate_batch(batch, keywords.results, ctx, pixels)
         except TRANSIENT:
             raise
-        except Exception:  # one bad item must not fail its batch: find it, item by item
+        except Exception:  # one bad (or too slow) item must not fail its batch: find it, item by item
             log.warning("region batch of %d items failed; retrying them one by one", len(batch), exc_info=True)
             for item in batch:
-                one = guarded("regions", item, output.failures, locate_one, item, keywords.results, ctx, pixels)
+                one = guarded("regions", item, output.failures, locate_one, item, keywords.results, ctx, pixels,
+                              limit_s=ctx.item_time_limit_s)
                 if one is not None:
                     output.results[item.id] = one
             continue

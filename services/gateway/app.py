@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,8 +27,8 @@ from mfpo.jobs import Dispatcher, JobRecord, JobState, JobStore
 from mfpo.jobs.settings import PlatformSettings, get_platform_settings
 from mfpo.jobs.state import StateLost
 from mfpo.storage.base import StoreError, StoreUnavailable
-from services.gateway.ratelimit import RateLimiter
-from services.gateway.routes import datasets, health, items, jobs, uploads
+from services.gateway.auth import Authenticator, AuthFirst, GalleryLinks, RateLimits
+from services.gateway.routes import datasets, gallery, health, items, jobs, objects, uploads
 from services.gateway.settings import GatewaySettings, get_gateway_settings
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class Resources:
         self._celery: Celery | None = None
         self._redis: Any = None
         self._keys = settings.tenant_keys()  # malformed keys fail at start-up
-        self.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+        self._authenticator: Authenticator | None = None
         self.registry = CollectorRegistry()
         self.requests = Counter("mfpo_http_requests", "HTTP requests", ["method", "route", "status"],
                                 registry=self.registry)
@@ -54,6 +55,14 @@ class Resources:
 
     def tenant_keys(self) -> dict[str, str]:
         return self._keys
+
+    def authenticator(self) -> Authenticator:
+        with self._lock:
+            if self._authenticator is None:
+                limits = RateLimits(self.platform.broker_url(), self.platform.queue_prefix,
+                                    self.settings.rate_limit_per_minute, self.settings.auth_failures_per_minute)
+                self._authenticator = Authenticator(self._keys, limits, GalleryLinks(self.settings.link_key()))
+            return self._authenticator
 
     def jobs(self) -> JobStore:
         with self._lock:
@@ -84,6 +93,22 @@ class Resources:
 
     def state(self, job: JobRecord) -> JobState:
         return JobState(self.redis(), self.platform.queue_prefix, job.tenant, job.id)
+
+
+class JsonBodies:
+    """ASGI middleware: a ``/v1/`` body sent as ``application/x-www-form-urlencoded`` (``curl -d`` without a
+    Content-Type) is read as the JSON it is; no route takes form-encoded data."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            headers = [(k, b"application/json" if k == b"content-type"
+                        and v.split(b";")[0].strip().lower() == b"application/x-www-form-urlencoded" else v)
+                       for k, v in scope.get("headers") or []]
+            scope = {**scope, "headers": headers}
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:
@@ -147,10 +172,30 @@ def strict_query(request: Request) -> None:
         raise HTTPException(422, f"query parameter(s) {', '.join(map(repr, repeated))} given more than once")
 
 
+def add_item_schema(app: FastAPI) -> None:
+    """Put the item schema (PreferenceItem and what it uses) into the OpenAPI components, where the items of
+    ``POST .../items`` refer to it (they are validated one by one, so the body itself takes any list)."""
+    from fastapi.openapi.utils import get_openapi
+
+    from mfpo.schemas import PreferenceItem
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            item = PreferenceItem.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(item.pop("$defs", {}))
+            components["PreferenceItem"] = item
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: GatewaySettings | None = None, platform: PlatformSettings | None = None) -> FastAPI:
     settings = settings or get_gateway_settings()
     platform = platform or get_platform_settings()
-    app = FastAPI(
+    app = FastAPIOffline(  # Swagger UI and ReDoc from the package, not a CDN: /docs works offline
         dependencies=[Depends(strict_query)],
         title="MFPO platform",
         version="1",
@@ -159,7 +204,8 @@ def create_app(settings: GatewaySettings | None = None, platform: PlatformSettin
     app.state.settings = settings
     app.state.platform = platform
     app.state.resources = Resources(settings, platform)
-    for router in (health.router, jobs.router, items.router, uploads.router, datasets.router):
+    for router in (health.router, jobs.router, items.router, uploads.router, objects.router, datasets.router,
+                   gallery.router):
         app.include_router(router)
 
     @app.exception_handler(RequestValidationError)
@@ -207,4 +253,7 @@ def create_app(settings: GatewaySettings | None = None, platform: PlatformSettin
         return response
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, upload_limit=settings.max_upload_bytes)
+    add_item_schema(app)
+    app.add_middleware(JsonBodies)
+    app.add_middleware(AuthFirst, resources=app.state.resources)  # outermost: no body is read before it
     return app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from typing import Annotated
 
@@ -51,20 +50,12 @@ DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 def get_tenant(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None
 ) -> str:
-    """The tenant of the request's bearer key: 401 without a valid key, 429 over the rate limit."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
+    """The tenant :class:`~services.gateway.auth.AuthFirst` authenticated (keys, limits: there, before the body is
+    read); ``credentials`` declares the Bearer scheme in OpenAPI."""
+    tenant: str | None = getattr(request.state, "tenant", None)
+    if tenant is None:
         raise HTTPException(401, "missing API key: send 'Authorization: Bearer <key>'",
                             headers={"WWW-Authenticate": "Bearer"})
-    key = credentials.credentials.strip()
-    tenant = None
-    for known, owner in request.app.state.resources.tenant_keys().items():
-        if secrets.compare_digest(known.encode(), key.encode()):
-            tenant = owner
-    if tenant is None:
-        raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
-    wait = request.app.state.resources.rate_limiter.check(key)
-    if wait:
-        raise HTTPException(429, f"rate limit exceeded; retry in {wait} s", headers={"Retry-After": str(wait)})
     return tenant
 
 

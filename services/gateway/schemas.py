@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from mfpo.schemas import Failure
 
@@ -35,10 +35,11 @@ class JobPublic(BaseModel):
     options: dict[str, Any]
     created_at: datetime
     closed_at: datetime | None
-    status: Literal["open", "closing", "processing", "finished"] = Field(
+    status: Literal["open", "closing", "processing", "finished", "cancelled"] = Field(
         description="open: accepts items; closing: close asked, submissions still in flight; processing: closed, "
-        "items unfinished; finished: dataset ready."
+        "items unfinished; finished: dataset ready; cancelled: stopped, no dataset."
     )
+    cancelled_at: datetime | None = None
     counts: JobCounts
     progress: float = Field(description="Finished items / submitted items (0 when none).")
     items_per_second: float = Field(description="Items finished per second recently (status_rate_window_s).")
@@ -51,6 +52,30 @@ class JobPublic(BaseModel):
     )
 
 
+class JobDeleted(BaseModel):
+    id: str
+    detail: str
+
+
+class ItemSummary(BaseModel):
+    id: str
+    index: int = Field(description="Position in the submission it came in (the row of an upload).")
+    status: Literal["queued", "running", "done", "failed"]
+    failure: Failure | None = None
+
+
+class ItemList(BaseModel):
+    items: list[ItemSummary]
+    next_after: str | None = Field(description="Cursor of the next page (the 'after' parameter); null: last page.")
+
+
+class UploadedObject(BaseModel):
+    ref: str = Field(description="What an item's image field names: store://uploads/NAME.")
+    bytes: int
+    width: int
+    height: int
+
+
 class JobList(BaseModel):
     jobs: list[JobPublic]
     next_after: str | None = Field(description="Cursor of the next page (the 'after' parameter); null: last page.")
@@ -59,7 +84,19 @@ class JobList(BaseModel):
 class ItemsCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    items: list[Any] = Field(description="Native-format items; images as data: URIs or store://uploads/NAME.")
+    items: list[Annotated[Any, WithJsonSchema({"$ref": "#/components/schemas/PreferenceItem"})]] = Field(
+        description="Native-format items (PreferenceItem); images as data: URIs or store://uploads/NAME. Each item is "
+        "checked on its own: a malformed one is answered in 'rejected' with the reason, the others go on.",
+        examples=[[{
+            "id": "cup-0001",
+            "image": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ"
+                     "/pLvAAAAAElFTkSuQmCC",
+            "question": "What is on the table?",
+            "chosen": "A red cup stands on a wooden table.",
+            "rejected": "A blue bowl and a cat are on the table.",
+            "annotations": [{"label": "red cup", "box": [0, 0, 1, 1]}],
+        }]],
+    )
 
 
 class ItemAccepted(BaseModel):

@@ -15,6 +15,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mfpo.jobs.intake import IntakeLimits
 
+DEFAULT_OPTION_BOUNDS: dict[str, float] = {
+    "keywords.max_phrase_words": 6,  # candidates grow with the phrase length (graph size ~ n^2)
+    "keywords.max_iter": 1000,  # PageRank iterations
+    "keywords.top_k": 10,  # keywords -> regions -> masks per item
+    "keywords.extra_stopwords": 500,  # list length
+    "perturbation.num_train_timesteps": 4000,  # schedule length
+    "perturbation.model_resolution": 2048,  # the noise grid (model_resolution^2 x 3 floats)
+    "png_compress_level": 6,  # 7-9 cost several times level 1 on noise, for ~no gain
+}
+"""Server-side bounds of the job options that cost time or memory (the gateway's default ``option_bounds``)."""
+
 
 class GatewaySettings(BaseSettings):
     """Gateway settings (environment variable = ``MFPO_`` + upper-case field name)."""
@@ -39,10 +50,40 @@ class GatewaySettings(BaseSettings):
         description="Default and largest limits.max_working_pixels of a job: the image size the stages work on, "
         "which bounds a worker's memory per item.",
     )
-    rate_limit_per_minute: int = Field(default=600, ge=1, description="Requests per API key per minute (429).")
+    option_bounds: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_OPTION_BOUNDS),
+        description="Largest value a job may give each option that costs worker time or memory (dotted path -> "
+        "bound; for lists, their length), as JSON. Missing paths keep their default bound.",
+    )
+    rate_limit_per_minute: int = Field(
+        default=600, ge=1, description="Requests per API key per minute, counted in Redis across replicas (429)."
+    )
+    auth_failures_per_minute: int = Field(
+        default=20, ge=1,
+        description="Failed authentications per client address per minute; past it the address gets 429 for the "
+        "rest of the minute (key guessing).",
+    )
+    link_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="Key of the signed gallery links (the same on every replica); empty: derived from the API keys.",
+    )
+    gallery_link_ttl_s: int = Field(
+        default=12 * 3600, ge=60, le=7 * 24 * 3600,
+        description="Lifetime of a signed gallery link and of the presigned image URLs of its pages.",
+    )
     status_rate_window_s: float = Field(
         default=120.0, gt=0, description="Window of the recent completion rate behind a job's items/s and ETA."
     )
+
+    def link_key(self) -> bytes:
+        """The HMAC key of gallery links: the setting, else a digest of the API keys (shared by every replica)."""
+        import hashlib
+
+        secret = self.link_secret.get_secret_value()
+        if secret:
+            return secret.encode()
+        material = "\n".join(sorted(f"{t}:{k}" for k, t in self.tenant_keys().items()))
+        return hashlib.sha256(b"mfpo-gallery-links\n" + material.encode()).digest()
 
     def intake_limits(self) -> IntakeLimits:
         return IntakeLimits(max_text_chars=self.max_text_chars)

@@ -4,7 +4,7 @@ Playwright's own browser download needs the internet; Debian's build does not
 (``apt-get install -y chromium``). :func:`find_chromium` looks at ``$MFPO_CHROMIUM``,
 then ``/usr/bin/chromium``, then ``chromium`` / ``chromium-browser`` on ``PATH``.
 Without one, :func:`require_chromium` skips the test with the install command, or
-fails it when ``MFPO_REQUIRE_BROWSER=1`` (for CI, where a skip must not pass quietly).
+fails it under ``CI=true`` (tests/support/requirements.py: in CI a skip must not pass quietly).
 
 Pages are opened from ``file://`` URLs, or from a folder served on loopback by
 :func:`serve_directory`, which records every request it answered.
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
+from support.requirements import missing, need_module
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -47,21 +47,18 @@ def find_chromium() -> str | None:
 
 
 def require_chromium() -> str:
-    """The Chromium path; skips the test (or fails it under MFPO_REQUIRE_BROWSER=1) when absent."""
+    """The Chromium path; skips the test (fails it in CI) when absent."""
     path = find_chromium()
     if path is not None:
         return path
-    message = f"no Chromium found (install it with `{INSTALL_HINT}` or set MFPO_CHROMIUM)"
-    if os.environ.get("MFPO_REQUIRE_BROWSER") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+    missing(f"no Chromium found (install it with `{INSTALL_HINT}` or set MFPO_CHROMIUM)")
 
 
 @contextmanager
 def chromium() -> Iterator[Any]:
     """A headless playwright ``Browser`` on the system Chromium; closed on exit."""
     executable = require_chromium()
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = need_module("playwright.sync_api", "pip install playwright (make install does)")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         try:

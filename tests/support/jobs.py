@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mfpo.jobs import Dispatcher, JobState, JobStore, PlatformSettings, finalize_job
-from mfpo.jobs.dispatch import TASK_FINALIZE, TASK_REBUILD, TASK_STAGE
+from mfpo.jobs.dispatch import TASK_DELETE, TASK_FINALIZE, TASK_REBUILD, TASK_STAGE
 from mfpo.jobs.execute import execute_stage
 from mfpo.jobs.recovery import reconcile_job
 from mfpo.pipeline.resources import build_resources
@@ -59,6 +59,9 @@ def drain(sender: RecordingSender, jobs: JobStore, redis_client: Any, settings: 
             finalize_job(jobs, state, job, settings)
         elif name == TASK_REBUILD:
             reconcile_job(jobs, state, dispatcher, job, settings)
+        elif name == TASK_DELETE:
+            jobs.delete_job(job)
+            state.drop()
     raise AssertionError(f"tasks still queued after {limit}")
 
 

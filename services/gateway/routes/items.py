@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
-from mfpo.jobs import ItemRejected, JobClosing, JobRecord, JobStore, Submission, SubmissionInterrupted
+from mfpo.jobs import (
+    ItemRejected,
+    JobClosing,
+    JobKeys,
+    JobRecord,
+    JobState,
+    JobStore,
+    Submission,
+    SubmissionInterrupted,
+)
 from mfpo.jobs.intake import IntakeResult, read_image_reference, validate_item
+from mfpo.stages.chunk import Chunk
 from mfpo.stages.runner import TRANSIENT
-from mfpo.storage.base import StoreError
+from mfpo.storage.base import ObjectNotFound, StoreError
 from services.gateway.deps import (
     DispatcherDep,
     JobDep,
@@ -23,11 +33,13 @@ from services.gateway.deps import (
 from services.gateway.schemas import (
     AUTHED_ERRORS,
     ItemAccepted,
+    ItemList,
     ItemPublic,
     ItemRefused,
     ItemsCreate,
     ItemsInterrupted,
     ItemsResult,
+    ItemSummary,
     errors,
 )
 
@@ -97,6 +109,54 @@ def image_bytes(jobs: JobStore, job: JobRecord, ref: str, submission: Submission
     except (StoreError, *TRANSIENT) as exc:
         submission.interrupt(exc, index)
         return None
+
+
+MAX_CHUNKS_PER_PAGE = 32
+
+
+@router.get("")
+def list_items(job: JobDep, jobs: JobStoreDep, state: JobStateDep,
+               status: Annotated[Literal["all", "queued", "running", "done", "failed"],
+                                 Query(description="Only items in this state.")] = "all",
+               limit: Annotated[int, Query(ge=1, le=1000, description="Items per page.")] = 100,
+               after: Annotated[str | None, Query(pattern=r"^[0-9]{8}-[0-9a-f]{1,8}:[0-9]{1,5}$",
+                                                  description="The previous page's next_after.")] = None,
+               ) -> ItemList:
+    """The job's items in submission order with their state (and failure reasons), a page at a time.
+
+    A page reads at most 32 chunks (one object each), so it costs the same in a job of any size; with a filter,
+    a page may hold fewer than ``limit`` items - follow ``next_after`` until it is null."""
+    chunk_after, index_after = (after.rsplit(":", 1)[0], int(after.rsplit(":", 1)[1])) if after else (None, -1)
+    out: list[ItemSummary] = []
+    cursor: str | None = None
+    chunks = state.chunks_after(chunk_after, MAX_CHUNKS_PER_PAGE) if chunk_after is None else (
+        [chunk_after, *state.chunks_after(chunk_after, MAX_CHUNKS_PER_PAGE - 1)])
+    for chunk in chunks:
+        for entry in chunk_items(jobs, job, state, chunk):
+            if chunk == chunk_after and entry.index <= index_after:
+                continue
+            if status != "all" and entry.status != status:
+                continue
+            if len(out) == limit:
+                return ItemList(items=out, next_after=cursor)
+            out.append(entry)
+            cursor = f"{chunk}:{entry.index}"
+        cursor = f"{chunk}:99999"
+    more = len(chunks) == MAX_CHUNKS_PER_PAGE
+    return ItemList(items=out, next_after=cursor if more else None)
+
+
+def chunk_items(jobs: JobStore, job: JobRecord, state: JobState, chunk: str) -> list[ItemSummary]:
+    """A chunk's items with their state: from its outcomes when finished, else from its item list."""
+    try:
+        return [ItemSummary(id=o.id, index=o.index, status=o.status, failure=o.failure)
+                for o in jobs.outcomes(job, chunk)]
+    except ObjectNotFound:
+        pass
+    cs = state.chunk_state(chunk)
+    status = "running" if cs is not None and cs.status == "running" else "queued"
+    record = Chunk.model_validate_json(jobs.store.get(JobKeys(job.tenant, job.id).artifact(chunk, "items")))
+    return [ItemSummary(id=i.id, index=i.index, status=status) for i in record.items]
 
 
 @router.get("/{item_id}")

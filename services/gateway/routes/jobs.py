@@ -22,8 +22,8 @@ from services.gateway.deps import (
     SettingsDep,
     TenantDep,
 )
-from services.gateway.schemas import AUTHED_ERRORS, JobCounts, JobCreate, JobList, JobPublic, errors
-from services.gateway.settings import GatewaySettings
+from services.gateway.schemas import AUTHED_ERRORS, JobCounts, JobCreate, JobDeleted, JobList, JobPublic, errors
+from services.gateway.settings import DEFAULT_OPTION_BOUNDS, GatewaySettings
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTHED_ERRORS)
 
@@ -48,10 +48,28 @@ def job_options(raw: dict[str, Any], settings: GatewaySettings, models_configure
         raise HTTPException(422, f"invalid options: {message}") from None
     if options.limits.max_pixels > settings.max_image_pixels:
         raise HTTPException(422, f"options.limits.max_pixels is above this deployment's {settings.max_image_pixels}")
+    over = options_over_bounds(options, settings.option_bounds)
+    if over:
+        raise HTTPException(422, f"invalid options: {'; '.join(over)} (this deployment's option_bounds)")
     if options.limits.max_working_pixels > settings.max_working_pixels:
         raise HTTPException(422, "options.limits.max_working_pixels is above this deployment's "
                                  f"{settings.max_working_pixels}")
     return options
+
+
+def options_over_bounds(options: GenerateConfig, bounds: dict[str, float]) -> list[str]:
+    """The options above their server-side bound, as readable lines (a list's bound is its length)."""
+    data = options.model_dump(mode="json")
+    over = []
+    for path, bound in sorted({**DEFAULT_OPTION_BOUNDS, **bounds}.items()):
+        value: Any = data
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        size = len(value) if isinstance(value, (list, tuple)) else value
+        if isinstance(size, (int, float)) and not isinstance(size, bool) and size > bound:
+            what = "has more than" if isinstance(value, (list, tuple)) else "is above"
+            over.append(f"{path} {what} {bound:g}")
+    return over
 
 
 def public(job: JobRecord, jobs: JobStore, state: JobState, dispatcher: Dispatcher,
@@ -66,7 +84,9 @@ def public(job: JobRecord, jobs: JobStore, state: JobState, dispatcher: Dispatch
         raise
     rate = state.recent_rate(settings.status_rate_window_s)
     remaining = counts.submitted - counts.finished
-    if job.closed_at is None:
+    if job.cancelled_at is not None or counts.cancelled:
+        phase = "cancelled"
+    elif job.closed_at is None:
         phase = "closing" if counts.closing else "open"
     elif counts.finalize == "done" and remaining <= 0:
         phase = "finished"
@@ -82,6 +102,7 @@ def public(job: JobRecord, jobs: JobStore, state: JobState, dispatcher: Dispatch
         options=job.options.model_dump(mode="json"),
         created_at=job.created_at,
         closed_at=job.closed_at,
+        cancelled_at=job.cancelled_at,
         status=phase,
         counts=JobCounts(submitted=counts.submitted, queued=counts.queued, running=counts.running,
                          done=counts.done, failed=counts.failed),
@@ -144,3 +165,23 @@ def close_job(job: JobDep, jobs: JobStoreDep, state: JobStateDep, dispatcher: Di
     if state.mark_closed():
         dispatcher.finalize(closed)
     return public(closed, jobs, state, dispatcher, settings)
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(job: JobDep, jobs: JobStoreDep, state: JobStateDep, dispatcher: DispatcherDep,
+               settings: SettingsDep) -> JobPublic:
+    """Stop the job: it accepts no items, stages not started yet do nothing, no dataset is written. What is done
+    stays readable (items, their files) until the job is deleted."""
+    cancelled = jobs.cancel_job(job)
+    state.cancel()
+    return public(cancelled, jobs, state, dispatcher, settings)
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_202_ACCEPTED)
+def delete_job(job: JobDep, jobs: JobStoreDep, state: JobStateDep, dispatcher: DispatcherDep) -> JobDeleted:
+    """Cancel the job and delete all its objects and state (a worker does it in the background; the job answers
+    404 once it is gone)."""
+    jobs.cancel_job(job)
+    state.cancel()
+    dispatcher.delete(job.tenant, job.id)
+    return JobDeleted(id=job.id, detail="cancelled; its objects are being deleted")

@@ -224,7 +224,7 @@ def open_zip(path: Path, limit: int) -> zipfile.ZipFile:
 
 def accept_rows(jobs: JobStore, state: JobState, dispatcher: Dispatcher, job: JobRecord, platform: PlatformSettings,
                 limits: IntakeLimits, items_path: Path, root: Path, zip_path: Path | None, format: str | None,
-                zip_limit: int) -> ItemsResult:
+                zip_limit: int, filename: str = "the file") -> ItemsResult:
     """Read the uploaded rows and submit them (runs in a worker thread)."""
     zf = open_zip(zip_path, zip_limit) if zip_path is not None else None
     try:
@@ -244,7 +244,8 @@ def accept_rows(jobs: JobStore, state: JobState, dispatcher: Dispatcher, job: Jo
                         continue
                     submission.add(entry.row, entry.item, data)
             except (ValueError, OSError) as exc:  # the file itself cannot be read (format, broken Parquet)
-                raise HTTPException(422, f"cannot read the uploaded file: {exc}") from None
+                message = str(exc).replace(str(items_path), filename).replace(str(root), "<upload>")
+                raise HTTPException(422, f"cannot read the uploaded file: {message}") from None
             return items_result(submission.finish())
     finally:
         if zf is not None:
@@ -278,7 +279,7 @@ async def upload_items(request: Request, job: JobDep, jobs: JobStoreDep, state: 
         try:
             result = await run_in_threadpool(
                 accept_rows, jobs, state, dispatcher, job, platform, settings.intake_limits(), items_path, folder,
-                zip_path, format, settings.max_upload_bytes)
+                zip_path, format, settings.max_upload_bytes, filename)
         except JobClosing:
             raise HTTPException(409, f"job {job.id} is closed; create a new job for more items") from None
         except SubmissionInterrupted as exc:
