@@ -9,12 +9,27 @@ trainer consumes. Image references inside an item are strings: a filesystem path
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 Box = tuple[float, float, float, float]
 """An axis-aligned box ``(x0, y0, x1, y1)`` in pixels of the original image."""
+
+Provenance = dict[Annotated[str, StringConstraints(min_length=1, max_length=64)],
+                  Annotated[str, StringConstraints(max_length=4096)]]
+"""Where an item came from, as the input dataset names it (e.g. RLAIF-V's ``ds_name``, ``origin_dataset``,
+``origin_split``, ``idx``): column name -> value, both strings."""
+
+SYSTEM_DESCRIPTION = (
+    "System prompt of the conversation (e.g. a TRL row's system turn); None when the input had none. Kept "
+    "through to the exports (TRL: the first message of the prompt)."
+)
+SOURCE_DESCRIPTION = (
+    "Provenance of the item as its input dataset gave it (RLAIF-V/RLHF-V: ds_name, origin_dataset, origin_split, "
+    "idx, image_path; VLFeedback: id and the chosen/rejected models): column -> value, at most 32 entries. The "
+    "RLAIF-V export writes these columns back unchanged; None when the input had none."
+)
 
 
 class Annotation(BaseModel):
@@ -72,6 +87,13 @@ class PreferenceItem(BaseModel):
     chosen: str = Field(description="The preferred (faithful) answer.")
     rejected: str = Field(description="The dispreferred (hallucinated) answer.")
     annotations: list[Annotation] = Field(default_factory=list, description="Known regions.")
+    system: str | None = Field(default=None, max_length=100_000, description=SYSTEM_DESCRIPTION)
+    source: Provenance | None = Field(default=None, max_length=32, description=SOURCE_DESCRIPTION)
+
+    @field_validator("system")
+    @classmethod
+    def _blank_system_is_none(cls, v: str | None) -> str | None:
+        return v if v is None or v.strip() else None
 
     @field_validator("question", "chosen", "rejected")
     @classmethod
@@ -142,6 +164,8 @@ class ResultRecord(BaseModel):
         description="(width, height) of the submitted image when it was over limits.max_working_pixels and "
         "reduced; image, rejected_image, mask, boxes and areas are then of the reduced image.",
     )
+    system: str | None = Field(default=None, description=SYSTEM_DESCRIPTION)
+    source: dict[str, str] | None = Field(default=None, description=SOURCE_DESCRIPTION)
 
 
 class Failure(BaseModel):

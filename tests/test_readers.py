@@ -297,3 +297,127 @@ def test_detection_rules():
     assert detect_format({"image": {"bytes": b"", "path": None}, "question": "q", "chosen": "c"}) == "rlaifv"
     assert detect_format({"image": "x.png", "question": "q", "chosen": "c", "ds_name": "x"}) == "rlaifv"
     assert detect_format({"image": "x.png", "question": "q", "chosen": "c", "rejected": "r"}) == "native"
+
+
+# --- VLFeedback as Hugging Face datasets hands it ---------------------------------------------
+
+ASPECTS = ("Helpfulness", "Visual Faithfulness", "Ethical Considerations")
+
+
+def vlfeedback_features():
+    """The features of the VLFeedback card (``dataset_info``): ``completions`` is a *sequence* of structs,
+    which ``datasets`` turns into a dict of lists (``Sequence`` of a dict, TFDS style)."""
+    import datasets
+
+    note = {"Rating": datasets.Value("string"), "Rationale": datasets.Value("string")}
+    return datasets.Features({
+        "id": datasets.Value("string"),
+        "prompt": datasets.Value("string"),
+        "models": datasets.Sequence(datasets.Value("string")),
+        "completions": datasets.Sequence({
+            "annotations": {aspect: note for aspect in ASPECTS},
+            "model": datasets.Value("string"),
+            "response": datasets.Value("string"),
+        }),
+        "img_path": datasets.Value("string"),
+    })
+
+
+def vlfeedback_hf_dataset():
+    """Two rows in the card's layout: the pair of the first is (m1, m2) as in test_vlfeedback_pair_rule."""
+    import datasets
+
+    def column(completions: list[dict]) -> dict:
+        return {key: [c[key] for c in completions] for key in ("annotations", "model", "response")}
+
+    rows = [
+        ("svit-1", "Describe the scene.", "imgs/1.jpg", [
+            completion("m0", "resp0", "4", "3", "5"), completion("m1", "resp1", "3", "4", "5"),
+            completion("m2", "resp2", "2", "1", "N/A"), completion("m3", "resp3", "3", "3", "3")]),
+        ("lrv-7", "What is red?", "imgs/7.jpg", [
+            completion("a", "A red cup.", "5", "5", "5"), completion("b", "A red car.", "2", "1", "5")]),
+    ]
+    data = {
+        "id": [r[0] for r in rows], "prompt": [r[1] for r in rows], "img_path": [r[2] for r in rows],
+        "models": [[c["model"] for c in r[3]] for r in rows], "completions": [column(r[3]) for r in rows],
+    }
+    return datasets.Dataset.from_dict(data, features=vlfeedback_features())
+
+
+def test_vlfeedback_rows_as_datasets_hands_them_parquet_to_json_and_json_dumps(tmp_path):
+    ds = vlfeedback_hf_dataset()
+    assert set(ds[0]["completions"]) == {"annotations", "model", "response"}  # a dict of lists, not a list
+    parquet = tmp_path / "vlf.parquet"
+    ds.to_parquet(str(parquet))
+    assert pa.types.is_struct(pq.read_schema(parquet).field("completions").type)  # a struct of lists in Parquet
+    to_json = tmp_path / "vlf.jsonl"
+    ds.to_json(str(to_json))
+    dumped = write_jsonl(tmp_path / "dumped.jsonl", [json.dumps(row) for row in ds])
+    for path in (parquet, to_json, dumped):
+        first, second = read_all(path)  # detected as vlfeedback
+        assert isinstance(first, ReadItem) and isinstance(second, ReadItem), (path, first, second)
+        assert (first.item.id, first.item.question) == ("vlfeedback-svit-1", "Describe the scene.")
+        assert (first.item.chosen, first.item.rejected) == ("resp1", "resp2")
+        assert first.item.image == str((tmp_path / "imgs" / "1.jpg").resolve())
+        assert first.item.source == {"id": "svit-1", "chosen_model": "m1", "rejected_model": "m2"}
+        assert (second.item.chosen, second.item.rejected) == ("A red cup.", "A red car.")
+
+
+def test_vlfeedback_dict_of_lists_that_does_not_line_up_fails_with_the_reason(tmp_path):
+    good = completion("a", "x", "5", "5", "5")
+    rows = [
+        {"id": "ragged", "prompt": "p", "img_path": "i.jpg",
+         "completions": {"annotations": [good["annotations"]] * 2, "model": ["a", "b"], "response": ["x"]}},
+        {"id": "scalar", "prompt": "p", "img_path": "i.jpg", "completions": {"response": "x"}},
+        {"id": "nulls", "prompt": "p", "img_path": "i.jpg",
+         "completions": {"annotations": None, "model": ["a", "b"], "response": ["x", "y"]}},
+        {"id": "text", "prompt": "p", "img_path": "i.jpg", "completions": "x"},
+    ]
+    ragged, scalar, nulls, text = read_all(write_jsonl(tmp_path / "vlf.jsonl", rows))
+    assert isinstance(ragged, Failure) and ragged.reason == (
+        "completions: the lists of a dict of lists differ in length (annotations: 2, model: 2, response: 1)")
+    assert isinstance(scalar, Failure) and "needs a list under 'response', got str" in scalar.reason
+    assert isinstance(nulls, Failure) and "0 of 2 completions have a response and a numeric rating" in nulls.reason
+    assert isinstance(text, Failure) and text.reason.startswith(
+        "completions: expected a list of rated completions or a dict of lists")
+
+
+# --- system prompts and provenance ----------------------------------------------------------
+
+
+def test_trl_system_turn_is_kept_as_the_items_system(tmp_path):
+    img = png(1)
+    two_systems = conversational("Q?", "a", "b")
+    two_systems["prompt"] = [*two_systems["prompt"][:1],
+                             {"role": "system", "content": [{"type": "text", "text": "Answer in English."}]},
+                             *two_systems["prompt"][1:]]
+    rows = [
+        {**conversational("What animal?", "A cat.", "A dog."), "images": [{"bytes": img, "path": None}]},
+        {**two_systems, "images": [{"bytes": img, "path": None}]},
+        {**{k: v for k, v in conversational("", "a", "b").items() if k != "prompt"},
+         "prompt": [{"role": "user", "content": [{"type": "text", "text": "No system here?"}]}],
+         "images": [{"bytes": img, "path": None}]},
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "trl.parquet")
+    with_system, with_two, without = read_all(tmp_path / "trl.parquet")
+    assert isinstance(with_system, ReadItem) and with_system.item.system == "Be brief."
+    assert with_system.item.question == "What animal?"
+    assert isinstance(with_two, ReadItem) and with_two.item.system == "Be brief.\nAnswer in English."
+    assert isinstance(without, ReadItem) and without.item.system is None
+
+
+def test_rlaifv_and_rlhfv_provenance_becomes_the_items_source(tmp_path):
+    img = png(2)
+    rlaifv = [{"ds_name": "RLAIF-V", "image": {"bytes": img, "path": None}, "question": "q", "chosen": "c",
+               "rejected": "r", "origin_dataset": "OK-VQA", "origin_split": '{"model": "x"}', "idx": "17",
+               "image_path": "okvqa/17.jpg"}]
+    pq.write_table(rlaifv_table(rlaifv), tmp_path / "rlaifv.parquet")
+    (entry,) = read_all(tmp_path / "rlaifv.parquet")
+    assert isinstance(entry, ReadItem)
+    assert entry.item.source == {"ds_name": "RLAIF-V", "origin_dataset": "OK-VQA", "origin_split": '{"model": "x"}',
+                                 "idx": "17", "image_path": "okvqa/17.jpg"}
+    rlhfv = [{"ds_name": "RLHF-V", "image": {"bytes": img, "path": None}, "idx": 5,
+              "text": json.dumps({"question": "q", "chosen": "c", "rejected": "r"})}]
+    pq.write_table(pa.Table.from_pylist(rlhfv), tmp_path / "rlhfv.parquet")
+    (entry,) = read_all(tmp_path / "rlhfv.parquet")
+    assert isinstance(entry, ReadItem) and entry.item.source == {"ds_name": "RLHF-V", "idx": "5"}

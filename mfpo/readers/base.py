@@ -136,6 +136,20 @@ def image_field(value: object, row: int, base_dir: Path, column: str = "image") 
     raise RowError(f"{column}: expected an image path/URL or an image struct, got {type(value).__name__}")
 
 
+PROVENANCE_COLUMNS = ("ds_name", "origin_dataset", "origin_split", "idx", "image_path")
+"""The provenance columns of openbmb's RLHF-V and RLAIF-V datasets (their dataset cards)."""
+
+
+def provenance(row: Row, columns: tuple[str, ...] = PROVENANCE_COLUMNS) -> dict[str, str] | None:
+    """The item's ``source``: the row's non-null ``columns`` as strings (None when it has none).
+
+    Kept unchanged in the record, so an export in the input's layout (RLAIF-V) carries the input's own
+    provenance, not ours.
+    """
+    source = {c: str(row[c]) for c in columns if row.get(c) is not None and not isinstance(row[c], (bytes, dict))}
+    return source or None
+
+
 def require(row: Row, *names: str) -> None:
     """Raise a RowError naming the columns of ``names`` that the row lacks (or has as null)."""
     missing = [n for n in names if row.get(n) is None]

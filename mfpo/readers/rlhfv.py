@@ -4,7 +4,8 @@ Layout, from the dataset card (``dataset_info`` of README.md, Jan 2024 onwards):
 ``ds_name`` (string), ``image`` (HF ``Image``: a ``{bytes, path}`` struct in Parquet),
 ``text`` (string: a JSON object with keys ``"question"``, ``"chosen"``,
 ``"rejected"``), ``origin_dataset``, ``origin_split`` (strings), ``idx`` (int64),
-``image_path`` (string). Item id: ``"rlhfv-{idx}"``.
+``image_path`` (string). Item id: ``"rlhfv-{idx}"``. The provenance columns (``ds_name``,
+``origin_dataset``, ``origin_split``, ``idx``, ``image_path``) become the item's ``source``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from mfpo.readers.base import ParsedRow, Row, RowError, dataset_id, image_field, require
+from mfpo.readers.base import ParsedRow, Row, RowError, dataset_id, image_field, provenance, require
 
 TEXT_KEYS = ("question", "chosen", "rejected")
 
@@ -38,5 +39,5 @@ def parse_rlhfv_row(row: Row, index: int, base_dir: Path) -> ParsedRow:
     except RowError as exc:
         raise RowError(exc.reason, item_id=item_id) from exc
     fields = {key: text[key] for key in TEXT_KEYS if key in text}
-    fields.update(id=item_id, image=image)
+    fields.update(id=item_id, image=image, source=provenance(row))
     return ParsedRow(fields=fields, image_bytes=data)

@@ -10,9 +10,10 @@ either a plain string or *conversational*::
 and ``chosen`` / ``rejected`` are strings or
 ``[{"role": "assistant", "content": [{"type": "text", "text": "..."}]}]``.
 
-Mapping: the question is the text of the prompt's single user message (system
-messages are skipped; ``<image>`` placeholders in plain strings are removed); an
-answer is the text of its assistant message(s). A row must have exactly one image
+Mapping: the question is the text of the prompt's single user message (``<image>``
+placeholders in plain strings are removed); the text of its system message(s), if any,
+is the item's ``system`` (kept through to the exports; TRL's export puts it back as the
+first message); an answer is the text of its assistant message(s). A row must have exactly one image
 (``images`` with one element, or a single ``image`` column) and a single-turn prompt,
 else it fails with the reason. ``id``, when present, is kept (made safe).
 """
@@ -35,6 +36,8 @@ def parse_trl_row(row: Row, index: int, base_dir: Path) -> ParsedRow:
     try:
         image, data = image_field(_single_image(row), index, base_dir, column="images")
         fields: dict[str, Any] = {"id": item_id, "image": image}
+        if row.get("prompt") is not None:
+            fields["system"] = system_text(row["prompt"])
         for column, key, reader in (
             ("prompt", "question", prompt_text),
             ("chosen", "chosen", answer_text),
@@ -70,6 +73,14 @@ def prompt_text(prompt: object, column: str = "prompt") -> str:
             f"{column}: expected a single-turn prompt (one user message), got roles {roles}"
         )
     return _content_text(turns[0].get("content"), column)
+
+
+def system_text(prompt: object, column: str = "prompt") -> str | None:
+    """The text of a conversational prompt's system message(s) (joined by newlines); None if there is none."""
+    if isinstance(prompt, str):
+        return None
+    texts = [_content_text(m.get("content"), column) for m in _messages(prompt, column) if m.get("role") == "system"]
+    return "\n".join(t for t in texts if t) or None
 
 
 def answer_text(answer: object, column: str) -> str:
