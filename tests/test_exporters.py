@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mfpo.exporters import export_dataset
+from mfpo.exporters import EmptyDatasetError, export_dataset
 from mfpo.images import encode_png
 from mfpo.readers import ReadItem, read_items
 from mfpo.schemas import KeywordScore, PerturbationRecord, RegionRecord, ResultRecord
@@ -122,12 +122,13 @@ def test_rlaifv_export_layout_and_round_trip(out_dir, tmp_path):
     rows = pq.read_table(path).to_pylist()
     recs = records(out_dir)
     assert list(rows[0]) == ["ds_name", "image", "question", "chosen", "rejected", "origin_dataset",
-                             "origin_split", "idx", "image_path", "rejected_image"]
-    assert {r["ds_name"] for r in rows} == {"mfpo"}
+                             "origin_split", "idx", "image_path", "rejected_image", "system", "mfpo"]
+    assert {r["ds_name"] for r in rows} == {"mfpo"}  # records without provenance: ours stand in
     assert [r["idx"] for r in rows] == [r.id for r in recs]
+    assert [r["origin_split"] for r in rows] == [None] * 3
     assert rows[2]["image_path"] == recs[2].image and rows[2]["image"]["path"].endswith(".jpg")
-    meta = json.loads(rows[1]["origin_split"])
-    assert meta["perturbation"]["fallback"] is True and meta["keywords"] == ["red cup"]
+    meta = json.loads(rows[1]["mfpo"])
+    assert meta["perturbation"]["fallback"] is True and meta["keywords"] == ["red cup"] and meta["id"] == "item-1"
     for row, rec in zip(rows, recs, strict=True):
         assert row["image"]["bytes"] == (out_dir / rec.image).read_bytes()
         assert row["rejected_image"]["bytes"] == (out_dir / rec.rejected_image).read_bytes()
@@ -185,10 +186,63 @@ def test_export_errors_are_clear(out_dir, tmp_path):
         export_dataset(out_dir, "trl", tmp_path / "trl")
 
 
-def test_empty_dataset_exports_an_empty_table_with_the_schema(tmp_path):
+def test_an_empty_dataset_is_refused_because_datasets_cannot_load_zero_rows(tmp_path):
     out = tmp_path / "OUT"
     out.mkdir()
     (out / "dataset.jsonl").write_text("")
-    path = export_dataset(out, "rlaifv", tmp_path / "e.parquet")
-    table = pq.read_table(path)
-    assert table.num_rows == 0 and "rejected_image" in table.column_names
+    (out / "failures.jsonl").write_text('{"row": 0, "reason": "x", "stage": "image"}\n')
+    for fmt in ("trl", "rlaifv", "hf", "llamafactory"):
+        with pytest.raises(EmptyDatasetError, match=r"no records, nothing to export; its failures .*failures\.jsonl"):
+            export_dataset(out, fmt, tmp_path / fmt)
+        assert not (tmp_path / fmt).exists()
+    # why: a zero-row Parquet with the full features is what an export would be, and datasets refuses to load it
+    # (if a datasets release starts loading it, write the empty table instead of refusing)
+    from mfpo.exporters.hf import hf_features
+
+    features = hf_features()
+    empty = tmp_path / "empty.parquet"
+    with pq.ParquetWriter(empty, features.arrow_schema) as writer:
+        writer.write_table(features.arrow_schema.empty_table())
+    with pytest.raises(Exception) as refused:  # datasets wraps the cause
+        load_hf(empty, tmp_path / "cache")
+    chain, error = [], refused.value
+    while error is not None:
+        chain.append(str(error))
+        error = error.__cause__ or error.__context__
+    assert any("BatchSize must be greater than 0" in m or "corresponds to no data" in m for m in chain), chain
+
+
+def test_exports_keep_the_system_prompt_and_the_inputs_provenance(out_dir, tmp_path):
+    provenance = {"ds_name": "RLAIF-V", "origin_dataset": "OK-VQA", "origin_split": '{"model": "llava"}',
+                  "idx": "17", "image_path": "okvqa/17.jpg", "note": "kept in mfpo.source"}
+    recs = records(out_dir)
+    recs[0] = recs[0].model_copy(update={"system": "Be brief.", "source": provenance})
+    (out_dir / "dataset.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in recs))
+
+    trl = pq.read_table(export_dataset(out_dir, "trl", tmp_path / "trl.parquet")).to_pylist()
+    assert trl[0]["prompt"] == [
+        {"content": [{"text": "Be brief.", "type": "text"}], "role": "system"},
+        {"content": [{"text": None, "type": "image"}, {"text": "What is in picture 0?", "type": "text"}],
+         "role": "user"},
+    ]
+    assert [m["role"] for m in trl[1]["prompt"]] == ["user"]
+    (back, *_) = read_items(tmp_path / "trl.parquet")  # and it reads back as the same item
+    assert isinstance(back, ReadItem) and (back.item.system, back.item.question) == ("Be brief.",
+                                                                                     "What is in picture 0?")
+
+    rlaifv = pq.read_table(export_dataset(out_dir, "rlaifv", tmp_path / "rlaifv.parquet")).to_pylist()
+    theirs = {k: rlaifv[0][k] for k in ("ds_name", "origin_dataset", "origin_split", "idx", "image_path")}
+    assert theirs == {k: v for k, v in provenance.items() if k != "note"}  # theirs, unchanged
+    ours = json.loads(rlaifv[0]["mfpo"])  # ours, in a column of its own
+    assert (ours["id"], ours["image_path"], ours["source"]) == ("item-0", recs[0].image, provenance)
+    assert ours["perturbation"]["noise_step"] == 500
+    assert (rlaifv[0]["system"], rlaifv[1]["system"]) == ("Be brief.", None)
+    (again, *_) = read_items(tmp_path / "rlaifv.parquet")  # re-reading keeps their provenance and the system
+    assert isinstance(again, ReadItem) and again.item.id == "rlaifv-17" and again.item.system == "Be brief."
+    assert again.item.source == {k: v for k, v in provenance.items() if k != "note"}
+
+    hf = load_hf(export_dataset(out_dir, "hf", tmp_path / "hf.parquet"), tmp_path / "cache")
+    assert set(hf.features) == set(ResultRecord.model_fields)  # every record field
+    row = hf[0]
+    assert row["system"] == "Be brief." and dict((p["key"], p["value"]) for p in row["source"]) == provenance
+    assert hf[1]["system"] is None and hf[1]["source"] is None and hf[1]["source_size"] is None

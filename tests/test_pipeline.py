@@ -197,3 +197,43 @@ def test_an_image_over_the_working_size_is_reduced_and_stays_aligned(scenes, tmp
             assert region.box[2] <= 96 and region.box[3] <= 80
     assert any(r.regions[0].source == "annotations" for r in _records(out))
     assert pq.read_table(out / "dataset.parquet").column("source_size").to_pylist()[0] == [192, 160]
+
+
+def test_system_prompt_and_provenance_travel_from_the_input_to_the_record_and_the_exports(tmp_path):
+    """A TRL row's system turn and an RLAIF-V row's provenance reach the record (dataset.jsonl and .parquet) and
+    come out of the exports: TRL's prompt starts with the system turn; RLAIF-V's columns hold their provenance."""
+    import pyarrow as pa
+
+    from mfpo.exporters import export_dataset
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(buf, "PNG")
+    image = {"bytes": buf.getvalue(), "path": None}
+    turn = [{"role": "user", "content": [{"type": "image", "text": None},
+                                         {"type": "text", "text": "What is on the table?"}]}]
+    system = [{"role": "system", "content": [{"type": "text", "text": "Be brief."}]}]
+    trl_rows = [{"id": f"t{i}", "prompt": (system if i == 0 else []) + turn, "images": [image],
+                 "chosen": f"A red cup number {i} is on the table.", "rejected": "A blue ball is on the table."}
+                for i in range(2)]
+    pq.write_table(pa.Table.from_pylist(trl_rows), tmp_path / "trl.parquet")
+    config = GenerateConfig.model_validate({"regions": {"mode": "global"}})
+    run_generate(tmp_path / "trl.parquet", tmp_path / "trl", config, workers=1, gallery=False)
+    assert [r.system for r in _records(tmp_path / "trl")] == ["Be brief.", None]
+    assert pq.read_table(tmp_path / "trl" / "dataset.parquet").column("system").to_pylist() == ["Be brief.", None]
+    exported = pq.read_table(export_dataset(tmp_path / "trl", "trl", tmp_path / "trl.export.parquet")).to_pylist()
+    assert [[m["role"] for m in row["prompt"]] for row in exported] == [["system", "user"], ["user"]]
+    assert exported[0]["prompt"][0]["content"] == [{"text": "Be brief.", "type": "text"}]
+
+    provenance = {"ds_name": "RLAIF-V", "origin_dataset": "OK-VQA", "origin_split": "train", "idx": "17",
+                  "image_path": "okvqa/17.jpg"}
+    pq.write_table(pa.Table.from_pylist([{**provenance, "image": image, "question": "What is on the table?",
+                                          "chosen": "A red cup.", "rejected": "A blue ball."}]),
+                   tmp_path / "rlaifv.parquet")
+    run_generate(tmp_path / "rlaifv.parquet", tmp_path / "rlaifv", config, workers=1, gallery=False)
+    (record,) = _records(tmp_path / "rlaifv")
+    assert record.source == provenance and record.id == "rlaifv-17"
+    pairs = pq.read_table(tmp_path / "rlaifv" / "dataset.parquet").column("source").to_pylist()
+    assert pairs == [[{"key": k, "value": v} for k, v in provenance.items()]]
+    (row,) = pq.read_table(export_dataset(tmp_path / "rlaifv", "rlaifv", tmp_path / "r.parquet")).to_pylist()
+    assert {k: row[k] for k in provenance} == provenance
+    assert json.loads(row["mfpo"])["id"] == "rlaifv-17"

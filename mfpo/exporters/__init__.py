@@ -15,11 +15,18 @@ Every other export is a Parquet file whose schema carries the Hugging Face ``Fea
 decodes the image columns to ``PIL`` images. Image bytes are copied unchanged from
 the dataset folder. Records are streamed, ``rows_per_group`` at a time, so the
 export never holds the whole dataset in memory; the file is written to a temporary
-name and renamed into place.
+name and renamed into place (:func:`publish`: with the permissions a plain ``open()``
+gives under the umask, not ``mkstemp``'s 0600).
+
+A dataset without records is refused (:class:`EmptyDatasetError`): ``datasets`` cannot
+load a split of zero rows from Parquet (a zero-row row group fails with "BatchSize must
+be greater than 0", a file without row groups with "Instruction 'train' corresponds to
+no data"), so an empty export would only fail later, in the trainer.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -34,7 +41,7 @@ from mfpo.storage.local import LocalStore
 if TYPE_CHECKING:
     from datasets import Features
 
-__all__ = ["EXPORT_FORMATS", "export_dataset"]
+__all__ = ["EXPORT_FORMATS", "EmptyDatasetError", "export_dataset", "publish"]
 
 EXPORT_FORMATS: tuple[str, ...] = ("trl", "rlaifv", "hf", "llamafactory")
 DEFAULT_FILE_NAME = "train.parquet"
@@ -43,12 +50,17 @@ Example = dict[str, Any]
 ExampleBuilder = Callable[[ResultRecord, "DatasetImages"], Example]
 
 
+class EmptyDatasetError(ValueError):
+    """The dataset folder has no records: nothing a trainer could load (see the module docstring)."""
+
+
 def export_dataset(out_dir: Path, format: str, dest: Path, *, rows_per_group: int = 64) -> Path:
     """Export the dataset in ``out_dir`` as ``format`` to ``dest``; return the file written.
 
     ``dest`` ending in ``.parquet`` is the file; any other ``dest`` is a folder that
     receives ``train.parquet`` (so ``datasets.load_dataset(str(dest))`` finds a train
     split). ``llamafactory``: ``dest`` is a folder; returns its ``dataset_info.json``.
+    Raises :class:`EmptyDatasetError` (nothing written) when the dataset has no records.
     """
     if format not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}")
@@ -58,6 +70,15 @@ def export_dataset(out_dir: Path, format: str, dest: Path, *, rows_per_group: in
             f"{out_dir / 'dataset.jsonl'} not found: is {out_dir} a dataset made by `mfpo generate`?"
         )
     records = read_dataset(out_dir)
+    first = next(records, None)
+    if first is None:
+        failures = out_dir / "failures.jsonl"
+        why = f"; its failures and their reasons are in {failures}" if failures.is_file() else ""
+        raise EmptyDatasetError(
+            f"{out_dir} has no records, nothing to export{why} (Hugging Face datasets cannot load a "
+            "zero-row Parquet split)"
+        )
+    records = itertools.chain([first], records)
     if format == "llamafactory":
         from mfpo.exporters.llamafactory import export_llamafactory
 
@@ -133,13 +154,36 @@ def write_parquet(target: Path, features: Features, examples: Iterable[Example],
             for batch in _chunks(examples, rows_per_group):
                 writer.write_table(pa.Table.from_pylist(batch, schema=schema), row_group_size=rows_per_group)
                 count += len(batch)
-            if count == 0:
-                writer.write_table(schema.empty_table())
-        os.replace(tmp, target)
+        publish(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return count
+
+
+def publish(tmp: str | Path, target: Path) -> None:
+    """Rename a finished temporary file into place, readable as a plain ``open()`` would have made it.
+
+    ``mkstemp`` creates files 0600; an export read by a training job or a web server under another uid
+    must get ``0666 & ~umask`` (0644 under the usual umask 022), like every other file we write.
+    """
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, target)
+
+
+def _umask() -> int:
+    """The process umask: from ``/proc/self/status`` where Linux has it (reading it there changes nothing, so it
+    is safe beside other threads), else by setting and restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _chunks(items: Iterable[Example], size: int) -> Iterator[list[Example]]:

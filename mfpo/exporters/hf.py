@@ -3,13 +3,18 @@
 ``image`` (m_w), ``rejected_image`` (m_l) and ``mask`` (the perturbed region, white
 = noised) are ``datasets.Image``; ``keywords``, ``regions`` and ``perturbation``
 keep the nested shape of :class:`~mfpo.schemas.ResultRecord` (``regions[].box`` is a
-fixed-length list of 4 floats ``(x0, y0, x1, y1)`` in pixels).
+fixed-length list of 4 floats ``(x0, y0, x1, y1)`` in pixels). ``source_size`` is
+``[width, height]`` or null, ``system`` a string or null, and ``source`` (the input's
+provenance, a dict in the record) a list of ``{key, value}`` pairs, the portable shape of
+a string map (``datasets`` has no map feature): ``dict((p["key"], p["value"]) for p in
+row["source"])`` gives it back.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mfpo.pipeline.dataset import parquet_row
 from mfpo.schemas import ResultRecord
 
 if TYPE_CHECKING:
@@ -48,13 +53,16 @@ def hf_features() -> Features:
                 "seed": Value("int64"),
                 "fallback": Value("bool"),
             },
+            "source_size": Sequence(Value("int64"), length=2),
+            "system": Value("string"),
+            "source": [{"key": Value("string"), "value": Value("string")}],
         }
     )
 
 
 def hf_example(record: ResultRecord, images: DatasetImages) -> dict[str, Any]:
     """One HF row of a record."""
-    row = record.model_dump(mode="json")
+    row = parquet_row(record.model_dump(mode="json"))
     row["image"] = images.struct(record, record.image)
     row["rejected_image"] = images.struct(record, record.rejected_image)
     row["mask"] = images.struct(record, record.mask)

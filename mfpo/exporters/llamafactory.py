@@ -35,6 +35,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from mfpo.exporters import publish
 from mfpo.schemas import ResultRecord
 from mfpo.storage.base import InvalidKey, ObjectNotFound
 from mfpo.storage.local import LocalStore
@@ -84,7 +85,7 @@ def _atomic_write(path: Path, chunks: Iterable[str]) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             for chunk in chunks:
                 fh.write(chunk)
-        os.replace(tmp, path)
+        publish(tmp, path)  # 0666 & ~umask, not mkstemp's 0600
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -9,6 +9,10 @@ question::
     chosen   = [{"role": "assistant", "content": [{"type": "text", "text": y_w}]}]
     rejected = [{"role": "assistant", "content": [{"type": "text", "text": y_l}]}]
 
+A record with a system prompt (a TRL input's system turn) gets it back as the first
+message of the prompt, ``{"role": "system", "content": [{"type": "text", "text": s}]}``,
+as in TRL's conversational format.
+
 MFPO adds the image-side pair (sec. 3.1): ``rejected_images`` holds the one
 perturbed image m_l, aligned with ``images`` (m_w), and ``id`` the record id. In
 Arrow the content parts are ``{text, type}`` structs; the image part has
@@ -54,9 +58,10 @@ def conversation(role: str, text: str, with_image: bool = False) -> list[dict[st
 
 def trl_example(record: ResultRecord, images: DatasetImages) -> dict[str, Any]:
     """One TRL row of a record."""
+    system = conversation("system", record.system) if record.system is not None else []
     return {
         "id": record.id,
-        "prompt": conversation("user", record.question, with_image=True),
+        "prompt": system + conversation("user", record.question, with_image=True),
         "chosen": conversation("assistant", record.chosen),
         "rejected": conversation("assistant", record.rejected),
         "images": [images.struct(record, record.image)],

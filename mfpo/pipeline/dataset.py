@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from mfpo.pipeline.dataset_index import INDEX_FILE, ViewIndex, ViewIndexWriter, record_views
 from mfpo.schemas import Failure, ResultRecord
 
 BOX = pa.list_(pa.float64(), 4)
@@ -53,16 +54,28 @@ RECORD_SCHEMA = pa.schema(
             ),
         ),
         ("source_size", pa.list_(pa.int64(), 2)),
+        ("system", pa.string()),
+        ("source", pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())]))),
     ]
 )
-"""Arrow schema of ``dataset.parquet``; image columns are paths relative to the dataset folder."""
+"""Arrow schema of ``dataset.parquet``; image columns are paths relative to the dataset folder. ``source`` (a
+dict in the record) is a list of ``{key, value}`` pairs: Arrow's map type has no ``datasets`` equivalent."""
+
+
+def parquet_row(row: dict) -> dict:
+    """A record's JSON dump shaped for :data:`RECORD_SCHEMA` (``source`` as key/value pairs)."""
+    source = row.get("source")
+    if source is None:
+        return row
+    return {**row, "source": [{"key": k, "value": v} for k, v in source.items()]}
 
 
 class DatasetStats(BaseModel):
     """Counts over a whole dataset, gathered while it is written (``stats.json`` beside it).
 
     A paged view (the gallery) reads one page of ``dataset.jsonl`` with a range request at
-    ``page_offsets[k]`` instead of the whole file, and shows these totals.
+    ``page_offsets[k]`` instead of the whole file, and shows these totals; a filtered one reads one page
+    of its view in ``gallery-index.bin`` (``views``; :mod:`mfpo.pipeline.dataset_index`).
     """
 
     records: int = 0
@@ -77,6 +90,12 @@ class DatasetStats(BaseModel):
         default_factory=list, description="Byte offset in dataset.jsonl of record k * page_size, for each page k."
     )
     jsonl_bytes: int = Field(default=0, description="Size of dataset.jsonl.")
+    failures_bytes: int = Field(default=0, description="Size of failures.jsonl.")
+    views: dict[str, ViewIndex] = Field(
+        default_factory=dict,
+        description="The gallery's filters (all, failed, fallback, keywords-not-found, source-*, area-*) and where "
+        "each one's entries are in gallery-index.bin; empty for a dataset written before the index existed.",
+    )
 
     def page_range(self, page: int) -> tuple[int, int]:
         """(offset, length) of 0-based ``page`` in dataset.jsonl; ValueError for a page that does not exist."""
@@ -90,8 +109,9 @@ class DatasetStats(BaseModel):
 
 
 class DatasetWriter:
-    """Writes ``dataset.jsonl``, ``dataset.parquet`` (row groups of ``row_group_size``), ``failures.jsonl``
-    and ``stats.json`` into ``folder`` one record at a time: memory stays bounded by a row group,
+    """Writes ``dataset.jsonl``, ``dataset.parquet`` (row groups of ``row_group_size``), ``failures.jsonl``,
+    ``gallery-index.bin`` (the gallery filters' entries, :mod:`~mfpo.pipeline.dataset_index`) and
+    ``stats.json`` into ``folder`` one record at a time: memory stays bounded by a row group,
     whatever the dataset's size. Files appear (renamed into place) on :meth:`close`; until then they are
     hidden temporaries, so a dataset folder never holds a half-written manifest.
     """
@@ -109,8 +129,9 @@ class DatasetWriter:
         self._parquet = pq.ParquetWriter(self._tmp["dataset.parquet"], RECORD_SCHEMA)
         self._rows: list[dict] = []
         self._steps: set[int] = set()
+        self._views = ViewIndexWriter(self.folder)
 
-    FILES = ("dataset.jsonl", "dataset.parquet", "failures.jsonl", "stats.json")
+    FILES = ("dataset.jsonl", "dataset.parquet", "failures.jsonl", INDEX_FILE, "stats.json")
 
     def add_record(self, record: ResultRecord) -> None:
         stats = self.stats
@@ -119,6 +140,7 @@ class DatasetWriter:
         row = record.model_dump(mode="json")
         line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
         self._jsonl.write(line)
+        self._views.add(record_views(record), stats.jsonl_bytes, len(line))
         stats.jsonl_bytes += len(line)
         stats.records += 1
         stats.fallback += int(record.perturbation.fallback)
@@ -126,12 +148,15 @@ class DatasetWriter:
             stats.sources[region.source] = stats.sources.get(region.source, 0) + 1
         stats.modes[record.perturbation.mode] = stats.modes.get(record.perturbation.mode, 0) + 1
         self._steps.add(record.perturbation.noise_step)
-        self._rows.append(row)
+        self._rows.append(parquet_row(row))
         if len(self._rows) >= self.row_group_size:
             self._flush_rows()
 
     def add_failure(self, failure: Failure) -> None:
-        self._failures.write((failure.model_dump_json() + "\n").encode("utf-8"))
+        line = (failure.model_dump_json() + "\n").encode("utf-8")
+        self._failures.write(line)
+        self._views.add(["failed"], self.stats.failures_bytes, len(line))
+        self.stats.failures_bytes += len(line)
         self.stats.failures += 1
         self.stats.failure_stages[failure.stage] = self.stats.failure_stages.get(failure.stage, 0) + 1
 
@@ -147,8 +172,9 @@ class DatasetWriter:
         self._jsonl.close()
         self._failures.close()
         self.stats.noise_steps = sorted(self._steps)
+        self.stats.views = self._views.close(self._tmp[INDEX_FILE])
         self._tmp["stats.json"].write_text(self.stats.model_dump_json(indent=1), encoding="utf-8")
-        for name in ("failures.jsonl", "stats.json", "dataset.parquet", "dataset.jsonl"):
+        for name in ("failures.jsonl", INDEX_FILE, "stats.json", "dataset.parquet", "dataset.jsonl"):
             _publish(self._tmp[name], self.folder / name)
         return self.stats
 
@@ -158,6 +184,7 @@ class DatasetWriter:
             fh.close()
         with contextlib.suppress(Exception):
             self._parquet.close()
+        self._views.abort()
         for path in self._tmp.values():
             path.unlink(missing_ok=True)
 

@@ -78,6 +78,8 @@ def build_record(item: StagedItem, keywords: list[KeywordScore], regions: Region
             fallback=regions.fallback,
         ),
         source_size=item.source_size,
+        system=item.item.system,
+        source=item.item.source,
     )
 
 
