@@ -20,6 +20,9 @@ Both executors use ``--chunk-size`` items per chunk. ``platform_over_embedded_wa
 (steady) rates: the platform's from its first finished chunk to its last (the job's own completion times
 in Redis), the embedded runner's from its first finished chunk to its last, same number of worker processes;
 ``end_to_end_over_embedded`` compares whole runs (upload, pool start and finalize included).
+``items_per_s_queue_full``: a second job of the same items uploaded and closed while the workers take nothing
+(Celery's cancel_consumer), then let go: the warm workers' rate with a full queue, no upload competing for the
+cores (``queue_full_over_embedded_warm``).
 ``cpu_ms_per_item`` splits the platform run's CPU between the workers, the gateway and the S3 server (psutil,
 the process trees), beside the embedded pool's (``cpu_ms_per_item_workers``).
 Only 127.0.0.1 is contacted; Redis database 15 is emptied at start.
@@ -128,9 +131,23 @@ def cpu_seconds(pid: int | None) -> float:
         return 0.0
 
 
-def run_job(c: httpx.Client, name: str, jsonl: bytes, n: int) -> dict:
-    """Create, upload, close, wait: seconds from the upload to finished, and the job's final status."""
+def consume(celery_app, queues: list[str], on: bool) -> None:  # type: ignore[no-untyped-def]
+    """Celery remote control: the workers stop (or start again) taking tasks from ``queues``."""
+    for queue in queues:
+        if on:
+            celery_app.control.add_consumer(queue, reply=True, timeout=10)
+        else:
+            celery_app.control.cancel_consumer(queue, reply=True, timeout=10)
+
+
+def run_job(c: httpx.Client, name: str, jsonl: bytes, n: int, paused: tuple | None = None) -> dict:
+    """Create, upload, close, wait: seconds from the upload to finished, and the job's final status.
+
+    With ``paused`` = (celery app, queues), the workers take nothing while the items are uploaded and the job
+    closed; the clock of ``processing_seconds`` starts when they are let go (a full queue, warm workers)."""
     job_id = c.post("/v1/jobs", json={"name": name, "options": OPTIONS}).raise_for_status().json()["id"]
+    if paused:
+        consume(*paused, on=False)
     started = time.perf_counter()
     r = c.post(f"/v1/jobs/{job_id}/uploads", files={"file": ("items.jsonl", jsonl)})
     r.raise_for_status()
@@ -139,6 +156,8 @@ def run_job(c: httpx.Client, name: str, jsonl: bytes, n: int) -> dict:
         raise RuntimeError(f"upload: {r.text[:500]}")
     c.post(f"/v1/jobs/{job_id}/close").raise_for_status()
     closed = time.perf_counter()
+    if paused:
+        consume(*paused, on=True)
     deadline = time.monotonic() + FINISH_TIMEOUT_S
     while True:
         status = c.get(f"/v1/jobs/{job_id}").json()
@@ -152,6 +171,13 @@ def run_job(c: httpx.Client, name: str, jsonl: bytes, n: int) -> dict:
         raise RuntimeError(f"job {job_id}: {status['counts']}")
     return {"job": job_id, "seconds": finished - started, "upload_seconds": uploaded - started,
             "close_to_finished_seconds": finished - closed, "status": status}
+
+
+def celery_client(env: dict[str, str]):  # type: ignore[no-untyped-def]
+    from support.jobs import celery_client as client
+    from support.jobs import settings_from_env
+
+    return client(settings_from_env(env))
 
 
 def bench_platform(jsonl: bytes, warm: bytes, n: int, store: str, work: Path, chunk_size: int) -> dict:
@@ -184,9 +210,12 @@ def bench_platform(jsonl: bytes, warm: bytes, n: int, store: str, work: Path, ch
             job = run_job(c, "bench", jsonl, n)
             cpu = {k: round(cpu_seconds(p) - before[k], 2) for k, p in pids.items()}
             job["steady"] = steady_rate(redis_url, env["MFPO_QUEUE_PREFIX"], "acme", job["job"])
-        time.sleep(0.5)
-        requests = Counter(m.group(1) for line in (s3.log().splitlines()[log_mark:] if s3 else [])
-                           if (m := REQUEST.search(line)))
+            time.sleep(0.5)
+            requests = Counter(m.group(1) for line in (s3.log().splitlines()[log_mark:] if s3 else [])
+                               if (m := REQUEST.search(line)))
+            queues = [f"{env['MFPO_QUEUE_PREFIX']}{q}" for q in ("cpu", "control")]
+            queued = run_job(c, "bench-queued", jsonl.replace(b'"id": "', b'"id": "q-'), n,
+                             paused=(celery_client(env), queues))
     stages = job["status"]["stages"]
     return {
         "store": store,
@@ -195,6 +224,7 @@ def bench_platform(jsonl: bytes, warm: bytes, n: int, store: str, work: Path, ch
         "seconds": round(job["seconds"], 3),
         "items_per_s": _per_s(n, job["seconds"]),
         "items_per_s_warm": job["steady"],
+        "items_per_s_queue_full": _per_s(n, queued["close_to_finished_seconds"]),
         "upload_seconds": round(job["upload_seconds"], 3),
         "close_to_finished_seconds": round(job["close_to_finished_seconds"], 3),
         "s3_requests_per_item": round(sum(requests.values()) / n, 3) if s3 is not None else None,
@@ -219,6 +249,8 @@ def bench_case(n: int, size: int, work: Path, chunk_size: int) -> dict:
     for store in ("s3", "local"):
         result = bench_platform(jsonl, warm, n, store, work, chunk_size)
         result["platform_over_embedded_warm"] = round(result["items_per_s_warm"] / embedded["items_per_s_warm"], 3)
+        result["queue_full_over_embedded_warm"] = round(result["items_per_s_queue_full"] / embedded["items_per_s_warm"],
+                                                        3)
         result["end_to_end_over_embedded"] = round(result["items_per_s"] / embedded["items_per_s"], 3)
         out[f"platform_{store}"] = result
     return out

@@ -21,7 +21,7 @@ def check_safe_id(value: str) -> str:
     Allowed: letters, digits, ``.``, ``_``, ``-``; 1-128 characters; not starting
     with a dot or dash (no ``..``, no ``/``: ids never escape their folder).
     """
-    if not _SAFE_ID.match(value) or ".." in value:
+    if not _SAFE_ID.fullmatch(value) or ".." in value:  # fullmatch: "$" would let a trailing newline in
         raise ValueError(
             f"id {value!r} is not allowed: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"

@@ -249,3 +249,67 @@ def test_an_unauthenticated_body_is_not_read(api):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_a_big_upload_neither_blocks_the_server_nor_extracts_its_zip(api, items, tmp_path, monkeypatch):
+    """While 3,000 rows are read and stored, /healthz keeps answering (the rows go through a worker thread); an
+    attached zip is read member by member, never extracted: a 1 MB zip holding 400 MB of zeros (besides the images
+    the rows use) costs the server no more disk than the zip itself."""
+    import uvicorn
+
+    import services.gateway.routes.uploads as uploads
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(uploads.tempfile, "mkdtemp", lambda prefix="": str(spool / f"{prefix}x"), raising=True)
+    (spool / "mfpo-upload-x").mkdir()
+    images = {f"img/{n}.png": png(32 + n % 8, 32) for n in range(8)}
+    buf = io.BytesIO()
+    import zipfile
+
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in images.items():
+            zf.writestr(name, data)
+        zf.writestr("padding.bin", b"\0" * 400_000_000)
+    archive = buf.getvalue()
+    assert len(archive) < 1_000_000
+    rows = "".join(json.dumps({**items[0], "id": f"big-{n}", "image": f"img/{n % 8}.png"}) + "\n"
+                   for n in range(3000)).encode()
+    job_id = api.client.post("/v1/jobs", json={"name": "big"}, headers=ACME).json()["id"]
+    server = uvicorn.Server(uvicorn.Config(api.client.app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    import httpx
+
+    latencies: list[float] = []
+    largest_spool = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            while not done.is_set():
+                t0 = time.perf_counter()
+                assert c.get("/healthz").status_code == 200
+                latencies.append(time.perf_counter() - t0)
+                size = sum(p.stat().st_size for p in spool.rglob("*") if p.is_file())
+                largest_spool[0] = max(largest_spool[0], size)
+                time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=ACME, timeout=300) as c:
+            r = c.post(f"/v1/jobs/{job_id}/uploads", files={"file": ("items.jsonl", rows),
+                                                            "images": ("images.zip", archive)})
+    finally:
+        done.set()
+        watcher.join(30)
+        server.should_exit = True
+        thread.join(10)
+    assert r.status_code == 200, r.text[:500]
+    assert len(r.json()["accepted"]) == 3000
+    assert len(latencies) >= 5 and max(latencies) < 1.0, max(latencies)  # the loop stayed free
+    assert largest_spool[0] <= len(rows) + len(archive) + 1_000_000  # nothing extracted

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from support.s3_server import S3Server, free_port, running_s3_server
 
 from mfpo.config import UnknownOptionError
-from mfpo.storage.base import InvalidKey, ObjectNotFound, ObjectStore, StoreError, StoreUnavailable
+from mfpo.storage.base import InvalidKey, ObjectNotFound, ObjectStore, StoreError, StoreUnavailable, check_key
 from mfpo.storage.factory import open_store
 from mfpo.storage.local import LocalStore
 from mfpo.storage.s3 import S3Config, S3Store, classify_error
@@ -348,3 +348,14 @@ def test_range_reads_copies_and_file_puts(tmp_path: Path, s3_server: S3Server) -
         assert store.get("e/f.bin") == b"x" * 300_000
         with pytest.raises(ObjectNotFound):
             store.get_range("missing", 0, 1)
+
+
+@pytest.mark.parametrize("bad", ["a\n", "a/b\n", "\n", "a/\nb"])
+def test_a_trailing_or_embedded_newline_is_not_a_key(bad: str) -> None:
+    """``re.match`` with ``$`` accepts "x\\n": keys and ids are checked with fullmatch."""
+    from mfpo.ids import check_safe_id
+
+    with pytest.raises(InvalidKey):
+        check_key(bad)
+    with pytest.raises(ValueError):
+        check_safe_id(bad)

@@ -42,7 +42,7 @@ def check_key(key: str) -> str:
         raise InvalidKey(f"object key must be 1-{MAX_KEY_LENGTH} characters, got {len(key)}")
     parts = key.split("/")
     for part in parts:
-        if part in ("", ".", "..") or not _KEY_PART.match(part):
+        if part in ("", ".", "..") or not _KEY_PART.fullmatch(part):  # not match + "$": "a\n" would pass
             raise InvalidKey(
                 f"object key {key!r} is not allowed: use '/'-separated parts of letters, "
                 "digits and '_.=+-', with no empty, '.' or '..' parts"

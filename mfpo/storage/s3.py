@@ -112,7 +112,7 @@ class S3Config(ComponentConfig):
     @field_validator("bucket")
     @classmethod
     def _check_bucket(cls, value: str) -> str:
-        if not _BUCKET_NAME.match(value) or ".." in value:
+        if not _BUCKET_NAME.fullmatch(value) or ".." in value:
             raise ValueError(
                 f"invalid bucket name {value!r}: use 3-63 lowercase letters, digits, '.' or '-', "
                 "starting and ending with a letter or digit"

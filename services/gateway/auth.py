@@ -121,7 +121,7 @@ class Authenticator:
 
     def authenticate(self, scope: Scope) -> str | Denied:
         client = (scope.get("client") or ("unknown", 0))[0]
-        match = GALLERY_PATH.match(scope["path"])
+        match = GALLERY_PATH.fullmatch(scope["path"])
         if match is not None:
             token = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[-1]
             if token is not None:

@@ -129,8 +129,9 @@ def list_items(job: JobDep, jobs: JobStoreDep, state: JobStateDep,
     chunk_after, index_after = (after.rsplit(":", 1)[0], int(after.rsplit(":", 1)[1])) if after else (None, -1)
     out: list[ItemSummary] = []
     cursor: str | None = None
-    chunks = state.chunks_after(chunk_after, MAX_CHUNKS_PER_PAGE) if chunk_after is None else (
-        [chunk_after, *state.chunks_after(chunk_after, MAX_CHUNKS_PER_PAGE - 1)])
+    resume = chunk_after is not None and state.chunk_state(chunk_after) is not None  # a cursor of this job
+    chunks = ([chunk_after, *state.chunks_after(chunk_after, MAX_CHUNKS_PER_PAGE - 1)] if resume
+              else state.chunks_after(chunk_after, MAX_CHUNKS_PER_PAGE))
     for chunk in chunks:
         for entry in chunk_items(jobs, job, state, chunk):
             if chunk == chunk_after and entry.index <= index_after:
