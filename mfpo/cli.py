@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -55,6 +59,92 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+class Interrupted(BaseException):
+    """A signal asked the run to stop (a BaseException, like KeyboardInterrupt: no ``except Exception`` eats it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM (``kill``, ``timeout``, Kubernetes) into :class:`Interrupted` in this process while inside.
+
+    Unwinding then runs every cleanup on the way out: the pool's workers are terminated
+    (:func:`mfpo.pipeline.embedded.terminate_workers`) and half-written dataset files removed. A worker forked
+    while the handler is installed inherits it; there SIGTERM ends the process at once, as by default.
+    """
+    owner = os.getpid()
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            os._exit(128 + signum)
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def resume_command() -> str:
+    """The command line this process was started with, to run again (``mfpo generate ...``)."""
+    return shlex.join(["mfpo", *sys.argv[1:]])
+
+
+def generate_options(
+    file_options: dict[str, Any],
+    *,
+    top_k: int | None = None,
+    regions: str | None = None,
+    noise_step: int | None = None,
+    schedule: str | None = None,
+    seed: int | None = None,
+    grounding_model: Path | None = None,
+    sam_checkpoint: Path | None = None,
+    sam_type: str | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """GenerateConfig options: the ``--config`` file's, overridden only by the flags actually given (not None).
+
+    ``--device`` applies to the models given on the command line (grounding and SAM), or to those of the file.
+    """
+    options = json.loads(json.dumps(file_options))  # a deep copy: the caller's dict is left alone
+
+    def section(*path: str) -> dict[str, Any]:
+        node = options
+        for key in path:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = node[key] = {}
+            node = child
+        return node
+
+    if top_k is not None:
+        section("keywords")["top_k"] = top_k
+    if regions is not None:
+        section("regions")["mode"] = regions
+    if noise_step is not None:
+        section("perturbation")["noise_step"] = noise_step
+    if schedule is not None:
+        section("perturbation")["schedule"] = schedule
+    if seed is not None:
+        options["seed"] = seed
+    if grounding_model is not None:
+        section("regions", "grounding")["model_path"] = str(grounding_model)
+    if sam_checkpoint is not None:
+        section("regions", "sam")["checkpoint"] = str(sam_checkpoint)
+    if sam_type is not None:
+        section("regions", "sam")["sam_type"] = sam_type
+    if device is not None:
+        for model in ("grounding", "sam"):
+            if isinstance(options.get("regions"), dict) and isinstance(options["regions"].get(model), dict):
+                options["regions"][model]["device"] = device
+    return options
+
+
 def _count_rows(path: Path) -> int | None:
     """Rows in a JSONL or Parquet input, for the progress bar (None if unknown)."""
     try:
@@ -68,14 +158,23 @@ def _count_rows(path: Path) -> int | None:
         return None
 
 
+_SEE_OPTIONS = "default: --config's, else `mfpo options`"
+
+
 @app.command()
 def generate(
     input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="JSONL or Parquet file of items.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (created; re-runs resume).")],
-    regions: Annotated[RegionModeChoice, typer.Option(help="Region provider.")] = RegionModeChoice.auto,
-    noise_step: Annotated[int, typer.Option(help="Diffusion timestep t of the noise.")] = 500,
-    top_k: Annotated[int, typer.Option(help="Keywords kept per item (top-K of the PageRank).")] = 3,
-    seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
+    regions: Annotated[
+        RegionModeChoice | None, typer.Option(help=f"Region provider: regions.mode ({_SEE_OPTIONS}).")
+    ] = None,
+    noise_step: Annotated[
+        int | None, typer.Option(help=f"Diffusion timestep t of the noise: perturbation.noise_step ({_SEE_OPTIONS}).")
+    ] = None,
+    top_k: Annotated[
+        int | None, typer.Option(help=f"Keywords kept per item: keywords.top_k ({_SEE_OPTIONS}).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help=f"Run seed: seed ({_SEE_OPTIONS}).")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes (0 = one per core).")] = 0,
     chunk_size: Annotated[
         int, typer.Option(min=1, max=4096, help="Items per chunk: the unit a worker runs the stages on and a re-run "
@@ -84,23 +183,33 @@ def generate(
     input_format: Annotated[
         InputFormat | None, typer.Option("--format", help="Force the input format (default: detect).")
     ] = None,
-    schedule: Annotated[str, typer.Option(help="DDPM beta schedule.")] = "linear",
+    schedule: Annotated[
+        str | None, typer.Option(help=f"DDPM beta schedule: perturbation.schedule ({_SEE_OPTIONS}).")
+    ] = None,
     config_file: Annotated[
         Path | None,
-        typer.Option("--config", help="JSON file of GenerateConfig options; flags given override it."),
+        typer.Option("--config", help="JSON file of GenerateConfig options (`mfpo options` lists them); only the "
+                     "flags given override it."),
     ] = None,
     gallery: Annotated[bool, typer.Option(help="Write gallery.html.")] = True,
     grounding_model: Annotated[
         Path | None, typer.Option(help="GroundingDINO or OWLv2 transformers folder (grounded regions).")
     ] = None,
     sam_checkpoint: Annotated[Path | None, typer.Option(help="segment-anything checkpoint (grounded regions).")] = None,
-    sam_type: Annotated[SamTypeChoice, typer.Option(help="Architecture of --sam-checkpoint.")] = SamTypeChoice.vit_h,
-    device: Annotated[str, typer.Option(help="Device of the models: auto | cpu | cuda | cuda:N.")] = "auto",
+    sam_type: Annotated[
+        SamTypeChoice | None,
+        typer.Option(help=f"Architecture of --sam-checkpoint: regions.sam.sam_type ({_SEE_OPTIONS})."),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Device of the grounding and SAM models: auto | cpu | cuda | cuda:N "
+                                 f"(regions.grounding.device, regions.sam.device; {_SEE_OPTIONS}).")
+    ] = None,
 ) -> None:
     """Make the MFPO image-preference dataset for INPUT into OUT.
 
     With --grounding-model and --sam-checkpoint, `--regions auto` maps keywords to regions with
-    annotations first, then grounding + SAM, then the whole image.
+    annotations first, then grounding + SAM, then the whole image. SIGTERM or Ctrl-C stops the workers
+    and keeps every finished chunk: the same command resumes. Exits 1 when no row became a record.
     """
     from pydantic import ValidationError
     from tqdm import tqdm
@@ -110,22 +219,19 @@ def generate(
 
     if not input_path.is_file():
         _fail(f"input file {input_path} does not exist")
-    options: dict[str, Any] = {}
+    file_options: dict[str, Any] = {}
     if config_file is not None:
         try:
-            options = json.loads(config_file.read_text())
+            file_options = json.loads(config_file.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             _fail(f"cannot read config {config_file}: {exc}")
-    options.setdefault("keywords", {})["top_k"] = top_k
-    options.setdefault("regions", {})["mode"] = regions.value
-    options.setdefault("perturbation", {}).update(noise_step=noise_step, schedule=schedule)
-    options["seed"] = seed
-    if grounding_model is not None:
-        options["regions"].setdefault("grounding", {}).update(model_path=str(grounding_model), device=device)
-    if sam_checkpoint is not None:
-        options["regions"].setdefault("sam", {}).update(
-            checkpoint=str(sam_checkpoint), sam_type=sam_type.value, device=device
-        )
+        if not isinstance(file_options, dict):
+            _fail(f"config {config_file} must hold a JSON object of options, got {type(file_options).__name__}")
+    options = generate_options(
+        file_options, top_k=top_k, regions=regions.value if regions else None, noise_step=noise_step,
+        schedule=schedule, seed=seed, grounding_model=grounding_model, sam_checkpoint=sam_checkpoint,
+        sam_type=sam_type.value if sam_type else None, device=device,
+    )
     try:
         config = GenerateConfig.model_validate(options)
     except (ValidationError, ValueError, TypeError) as exc:
@@ -139,23 +245,39 @@ def generate(
             _fail(str(exc))
     total = _count_rows(input_path)
     n_workers = workers or os.cpu_count() or 1
-    with tqdm(total=total, unit="item", desc="generate", file=sys.stderr, dynamic_ncols=True) as bar:
-        summary = run_generate(
-            input_path,
-            out,
-            config,
-            input_format=input_format.value if input_format else None,
-            workers=n_workers,
-            chunk_size=chunk_size,
-            progress=bar.update,
-            gallery=gallery,
+    try:
+        with stop_on_sigterm(), tqdm(total=total, unit="item", desc="generate", file=sys.stderr,
+                                     dynamic_ncols=True) as bar:
+            summary = run_generate(
+                input_path,
+                out,
+                config,
+                input_format=input_format.value if input_format else None,
+                workers=n_workers,
+                chunk_size=chunk_size,
+                progress=bar.update,
+                gallery=gallery,
+            )
+    except (Interrupted, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        typer.secho(
+            f"stopped by {signal.Signals(signum).name}: the workers are stopped and every finished chunk is kept in "
+            f"{out} (nothing half-written). Resume with the same command:\n  {resume_command()}",
+            fg=typer.colors.YELLOW, err=True,
         )
+        raise typer.Exit(code=128 + signum) from None
     s = summary.as_dict()
     typer.echo(
         f"done {s['done']}, resumed {s['resumed']}, failed {s['failed']}, "
         f"fallback rate {s['fallback_rate']:.1%}, {s['items_per_second']:.2f} items/s "
         f"({n_workers} workers, {s['seconds']:.1f} s)"
     )
+    if not s["records"]:
+        what = f"all {s['failed']} rows of {input_path} failed" if s["failed"] else f"{input_path} has no rows"
+        reasons = f" (by stage: {s['failure_reasons']}); the reasons are in {out / 'failures.jsonl'}" if s["failed"] \
+            else ""
+        typer.secho(f"error: no records: {what}{reasons}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1)
     typer.echo(f"dataset: {out / 'dataset.jsonl'} and {out / 'dataset.parquet'}")
     if gallery:
         typer.echo(f"gallery: {out / 'gallery.html'}")
@@ -169,12 +291,18 @@ def export(
     fmt: Annotated[ExportFormat, typer.Option("--format", help="Target layout.")],
     dest: Annotated[Path, typer.Option("--out", help="Output path (file or folder, per format).")],
 ) -> None:
-    """Export a generated dataset for a trainer: TRL vision DPO, RLAIF-V, HF datasets Parquet, or LLaMA-Factory."""
-    from mfpo.exporters import export_dataset
+    """Export a generated dataset for a trainer: TRL vision DPO, RLAIF-V, HF datasets Parquet, or LLaMA-Factory.
+
+    A dataset without records is refused (exit 2): Hugging Face datasets cannot load a zero-row Parquet.
+    """
+    from mfpo.exporters import EmptyDatasetError, export_dataset
 
     if not (dataset_dir / "dataset.jsonl").is_file():
         _fail(f"{dataset_dir} has no dataset.jsonl: run `mfpo generate` first")
-    written = export_dataset(dataset_dir, fmt.value, dest)
+    try:
+        written = export_dataset(dataset_dir, fmt.value, dest)
+    except (EmptyDatasetError, FileNotFoundError) as exc:
+        _fail(str(exc))
     typer.echo(f"wrote {written}")
 
 
@@ -197,11 +325,62 @@ def keywords(
     text: Annotated[str, typer.Argument(help="An answer to rank keywords of.")],
     top_k: Annotated[int, typer.Option(help="Keywords to show.")] = 5,
 ) -> None:
-    """Show the ranked keywords of a text (MFPO sec. 3.1)."""
+    """Show the ranked keywords of a text (MFPO sec. 3.1), or "(no keywords)".
+
+    The phrase model (MiniLM, torch) loads only when the text has candidate noun phrases.
+    """
     from mfpo.keywords import KeywordConfig, extract_keywords
 
-    for kw in extract_keywords(text, KeywordConfig(top_k=top_k)):
+    found = extract_keywords(text, KeywordConfig(top_k=top_k))
+    for kw in found:
         typer.echo(f"{kw.score:.4f}\t{kw.text}")
+    if not found:
+        typer.echo("(no keywords)")
+
+
+@app.command()
+def options(
+    json_schema: Annotated[
+        bool, typer.Option("--json-schema", help="Print the JSON schema of the --config file instead.")
+    ] = False,
+) -> None:
+    """Every option a `mfpo generate --config` file takes: name, type, default and help, from GenerateConfig.
+
+    Nested options are dotted: `keywords.top_k` is `{"keywords": {"top_k": 3}}` in the file.
+    """
+    from mfpo.options import list_options
+    from mfpo.pipeline.config import GenerateConfig
+
+    if json_schema:
+        typer.echo(json.dumps(GenerateConfig.model_json_schema(), indent=2))
+        return
+    typer.echo(format_options_table(list_options(GenerateConfig)))
+
+
+def format_options_table(rows: list[Any], width: int | None = None) -> str:
+    """A plain-text table of :class:`mfpo.options.OptionInfo` rows, help wrapped to the terminal width."""
+    import shutil
+    import textwrap
+
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    header = ("OPTION", "TYPE", "DEFAULT", "HELP")
+    cells = [header] + [(r.name, r.type, r.default, r.help) for r in rows]
+    caps = (44, 24, 10)
+    widths = [min(cap, max(len(c[i]) for c in cells)) for i, cap in enumerate(caps)]
+    help_width = max(30, width - sum(widths) - 2 * len(widths))
+    lines = []
+    for name, type_, default, help_ in cells:
+        left = [name, type_, default]
+        wrapped = textwrap.wrap(help_, help_width) or [""]
+        overflow = any(len(v) > w for v, w in zip(left, widths, strict=True))
+        if overflow:  # a long cell gets its own line; the help follows, aligned
+            lines.append("  ".join(left))
+            lines.extend(" " * (sum(widths) + 2 * len(widths)) + w for w in wrapped)
+            continue
+        prefix = "  ".join(v.ljust(w) for v, w in zip(left, widths, strict=True)) + "  "
+        lines.append(prefix + wrapped[0])
+        lines.extend(" " * len(prefix) + w for w in wrapped[1:])
+    return "\n".join(line.rstrip() for line in lines)
 
 
 models_app = typer.Typer(no_args_is_help=True, help="Model files for the grounded region stage.")

@@ -237,3 +237,42 @@ def test_system_prompt_and_provenance_travel_from_the_input_to_the_record_and_th
     (row,) = pq.read_table(export_dataset(tmp_path / "rlaifv", "rlaifv", tmp_path / "r.parquet")).to_pylist()
     assert {k: row[k] for k in provenance} == provenance
     assert json.loads(row["mfpo"])["id"] == "rlaifv-17"
+
+
+def test_an_interrupted_pool_stops_its_workers_at_once_and_keeps_no_partial_chunk(scenes, tmp_path):
+    """SIGTERM reaches _run_pool as an exception (the CLI's handler raises): the workers are terminated then and
+    there, not left to finish the chunks in flight (minutes with SAM) or to outlive the run."""
+    import os
+
+    from mfpo.pipeline import embedded
+    from mfpo.readers import ReadItem, read_items
+
+    def live_children() -> set[int]:
+        pids = set()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+                except (OSError, ValueError):
+                    continue
+                if int(ppid) == os.getpid() and state != "Z":
+                    pids.add(int(entry.name))
+        return pids
+
+    class Stop(BaseException):
+        pass
+
+    rows = [(e.row, e.item.model_dump(mode="json"), e.image_bytes) for e in read_items(scenes)
+            if isinstance(e, ReadItem)]
+
+    def chunks():
+        yield rows[:5]
+        yield rows[5:]
+        raise Stop  # as a signal would, while both chunks are in flight
+
+    before = live_children()
+    config = GenerateConfig.model_validate({"regions": {"mode": "annotations"}})
+    with pytest.raises(Stop):
+        embedded._run_pool(chunks(), config, tmp_path / "out", 2, None)
+    assert live_children() - before == set()  # the workers are gone when _run_pool returns
+    assert list((tmp_path / "out").rglob("outcomes/*")) == []  # and finished nothing after the stop

@@ -257,14 +257,32 @@ def _run_pool(
         initargs=(config.model_dump_json(), str(out_dir), 1),
     ) as pool:
         in_flight: dict[Future[ChunkResult], int] = {}
-        for chunk in chunks:
-            in_flight[pool.submit(_run_chunk_in_worker, chunk)] = len(chunk)
-            if len(in_flight) >= max_in_flight:
-                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                results.extend(_collect(finished, in_flight, progress))
-        finished, _ = wait(in_flight)
-        results.extend(_collect(finished, in_flight, progress))
+        try:
+            for chunk in chunks:
+                in_flight[pool.submit(_run_chunk_in_worker, chunk)] = len(chunk)
+                if len(in_flight) >= max_in_flight:
+                    finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    results.extend(_collect(finished, in_flight, progress))
+            finished, _ = wait(in_flight)
+            results.extend(_collect(finished, in_flight, progress))
+        except BaseException:  # SIGTERM (the CLI raises), Ctrl-C, an error: stop the workers now, not after
+            terminate_workers(pool)  # their chunks (nor leave them running, orphaned); finished chunks are kept
+            raise
     return results
+
+
+def terminate_workers(pool: ProcessPoolExecutor, grace_s: float = 2.0) -> None:
+    """Stop a pool's worker processes: SIGTERM, then SIGKILL for any still alive after ``grace_s``."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public handle before Python 3.14
+    pool.shutdown(wait=False, cancel_futures=True)  # (this forgets the processes: taken above)
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def _collect(finished: Iterable[Future[ChunkResult]], in_flight: dict[Future[ChunkResult], int],
