@@ -1,10 +1,15 @@
-"""The HTML gallery: escaping and highlighting, pages, and a real render in headless Chromium."""
+"""The HTML gallery: escaping, highlighting and the answers' diff; the filters' index; the folder's pages per
+filter; and real renders in headless Chromium (screenshots kept: the folder is printed at the end)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import random
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,11 +17,22 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from support.artifacts import artifact_dir
 from support.browser import chromium, load_all_images, serve_directory
 
-from mfpo.gallery import highlight, write_gallery
+from mfpo.gallery import (
+    PALETTE,
+    highlight,
+    keyword_classes,
+    png_size,
+    word_diff,
+    write_dataset_gallery,
+    write_gallery,
+)
+from mfpo.pipeline.dataset import DatasetStats, write_dataset
+from mfpo.pipeline.dataset_index import ENTRY, INDEX_FILE, READ_GAP, VIEWS, read_view, record_views
 from mfpo.regions.masks import annotation_mask, mask_area, mask_box
-from mfpo.schemas import KeywordScore, PerturbationRecord, PreferenceItem, RegionRecord, ResultRecord
+from mfpo.schemas import Failure, KeywordScore, PerturbationRecord, PreferenceItem, RegionRecord, ResultRecord
 from mfpo.synth import SynthConfig, generate_scenes
 
 INJECTION = ' <script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"> & "quotes"'
@@ -52,7 +68,8 @@ def _erode(mask: np.ndarray, r: int) -> np.ndarray:
 def make_dataset(root: Path, n: int) -> tuple[Path, list[ResultRecord]]:
     """A dataset folder with records built from synthetic scenes (masks from their annotations).
 
-    Record 0 carries a script injection in its texts; record 1 is a global fallback.
+    Record 0 carries a script injection in its texts; record 1 is a global fallback; record 2 (if any) has a
+    keyword that was not found and its regions marked ``grounded``.
     """
     items_dir, out_dir = root / "items", root / "dataset"
     generate_scenes(SynthConfig(n=n, seed=5, workers=1), items_dir)
@@ -75,7 +92,8 @@ def make_dataset(root: Path, n: int) -> tuple[Path, list[ResultRecord]]:
             for a in item.annotations:
                 per_noun[a.label] |= annotation_mask(a, h, w)
             mask = np.logical_or.reduce(list(per_noun.values()))
-            regions = [RegionRecord(keyword=n, box=mask_box(m), source="annotations", area=mask_area(m))
+            source = "grounded" if k == 2 else "annotations"
+            regions = [RegionRecord(keyword=n, box=mask_box(m), source=source, area=mask_area(m))
                        for n, m in per_noun.items()]
         Image.fromarray(_rejected(image, mask, 500, k)).save(out_dir / "rejected" / f"{item.id}.png")
         Image.fromarray(mask.astype(np.uint8) * 255).save(out_dir / "masks" / f"{item.id}.png")
@@ -93,11 +111,19 @@ def make_dataset(root: Path, n: int) -> tuple[Path, list[ResultRecord]]:
             mask=f"masks/{item.id}.png",
             keywords=keywords,
             regions=regions,
+            keywords_not_found=["unicorn"] if k == 2 else [],
             perturbation=PerturbationRecord(mode="annotations", noise_step=500, schedule="linear", seed=k,
                                             fallback=fallback),
         ))
     (out_dir / "failures.jsonl").write_text(json.dumps({"row": 9, "reason": "x", "stage": "image"}) + "\n")
     return out_dir, records
+
+
+FAILURES = [
+    Failure(row=7, id="broken-<b>1</b>", reason="image: cannot identify image file" + INJECTION, stage="image",
+            raw={"id": "broken-<b>1</b>", "question": "q" + INJECTION}),
+    Failure(row=8, reason="validate: question is empty", stage="validate"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -106,27 +132,37 @@ def browser() -> Iterator[Any]:
         yield b
 
 
+@pytest.fixture(scope="module")
+def shots(request: Any) -> Path:
+    return artifact_dir(request, "gallery-screenshots")
+
+
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
-    yield context.new_page()
+    page = context.new_page()
+    page.csp_errors = []  # type: ignore[attr-defined]
+    page.on("console", lambda m: "Content Security Policy" in m.text and page.csp_errors.append(m.text))
+    yield page
     context.close()
 
 
-def test_gallery_renders_every_card_image_and_keyword_in_chromium(tmp_path: Path, page: Any) -> None:
+def _ids(page: Any) -> list[str]:
+    return page.eval_on_selector_all("article.card", "cards => cards.map(c => c.dataset.id)")
+
+
+def test_gallery_renders_every_card_image_and_keyword_in_chromium(tmp_path: Path, page: Any, shots: Path) -> None:
     out_dir, records = make_dataset(tmp_path, 4)
     first = write_gallery(out_dir, records, title="Synthetic <demo>", failures_count=1)
     assert first == out_dir / "gallery.html"
     page.goto(first.as_uri())
     assert page.title() == "Synthetic <demo>"
     assert page.locator("article.card").count() == 4
-    assert [page.locator("article.card").nth(k).get_attribute("data-id") for k in range(4)] == [
-        r.id for r in records
-    ]
+    assert _ids(page) == [r.id for r in records]
 
     load_all_images(page)
     widths = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
-    assert len(widths) == 4 * 4  # original, rejected, and original + mask in the overlay
+    assert len(widths) == 4 * 4  # rejected over the original, and the mask over the original
     assert all(w == 512 for _, w in widths), widths
 
     for k, record in enumerate(records):
@@ -135,16 +171,28 @@ def test_gallery_renders_every_card_image_and_keyword_in_chromium(tmp_path: Path
         expected = [kw.text for kw in record.keywords if re.search(rf"\b{kw.text}\b", record.chosen, re.I)]
         assert set(marks) == set(expected) and len(marks) >= len(expected) > 0
         assert card.locator("dd.rejected mark").count() == 0
+        # the synthetic rejected answer swaps words of the chosen one: exactly those are marked
+        changed = {w.lower() for w in re.findall(r"\w+", record.rejected)} - {
+            w.lower() for w in re.findall(r"\w+", record.chosen)}
+        inserted = " ".join(card.locator("dd.rejected ins").all_inner_texts()).lower().split()
+        assert changed and set(inserted) == changed, (inserted, changed)
         assert "500" in card.locator("table.perturbation").inner_text()
+        labels = card.locator("svg.boxes text").evaluate_all("t => t.map(e => e.textContent)")
+        assert labels == [g.keyword or g.source for g in record.regions]
+        full = card.locator("a.full").evaluate_all("links => links.map(a => a.getAttribute('href'))")
+        assert full == [record.image, record.rejected_image, record.mask]
     assert page.locator("article.card").nth(1).locator(".badge").inner_text() == "fallback: whole image"
+    third = page.locator("article.card").nth(2)
+    assert third.locator(".badge.nf").inner_text() == "1 keyword not found"
+    assert third.locator("dd.not-found").inner_text() == "unicorn"
     terms = page.locator("header .summary dt").all_inner_texts()
     summary = dict(zip(terms, page.locator("header .summary dd").all_inner_texts(), strict=True))
-    n_annotated = sum(len(r.regions) for r in records if not r.perturbation.fallback)
+    n_annotated = sum(len(r.regions) for r in records if r.regions[0].source == "annotations")
     assert summary == {
         "records": "4",
         "failures": "1",
         "fallback (whole image noised)": "1 (25.0%)",
-        "regions": f"annotations {n_annotated}, global 1",
+        "regions": f"annotations {n_annotated}, global 1, grounded {len(records[2].regions)}",
         "modes": "annotations 4",
         "noise step t": "500",
     }
@@ -157,27 +205,37 @@ def test_gallery_renders_every_card_image_and_keyword_in_chromium(tmp_path: Path
     chosen = page.locator("article.card").nth(0).locator("dd.chosen").inner_text()
     assert INJECTION.strip() in chosen
     assert INJECTION.strip() in page.locator("article.card").nth(0).locator("dd.question").inner_text()
+    assert page.csp_errors == []  # the stylesheet's hash matches: the page is styled under its policy
+    assert page.evaluate("getComputedStyle(document.querySelector('main')).display") == "grid"
 
-    shot = tmp_path / "gallery.png"
+    shot = shots / "cards.png"
     page.screenshot(path=str(shot), full_page=True)
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     assert pixels.shape[0] > 900 and pixels.std() > 20
-    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 1000
+    colours = (pixels[..., 0].astype(np.uint32) << 16) | (pixels[..., 1].astype(np.uint32) << 8) | pixels[..., 2]
+    assert len(np.unique(colours)) > 1000
 
 
-def test_overlay_tints_exactly_the_mask_red(tmp_path: Path, page: Any) -> None:
+def _shot(locator: Any, path: Path) -> np.ndarray:
+    locator.screenshot(path=str(path))
+    return np.asarray(Image.open(path).convert("RGB")).astype(np.float64)
+
+
+def test_overlay_tints_the_mask_red_and_boxes_each_keyword_in_its_colour(tmp_path: Path, page: Any,
+                                                                          shots: Path) -> None:
     out_dir, records = make_dataset(tmp_path, 1)
+    record = records[0]
     page.goto(write_gallery(out_dir, records, title="overlay").as_uri())
     load_all_images(page)
-    stack = page.locator(".stack").first
-    shot = tmp_path / "overlay.png"
-    stack.screenshot(path=str(shot))
-    seen = np.asarray(Image.open(shot).convert("RGB")).astype(np.float64)
-    plain_shot = tmp_path / "plain.png"
-    page.locator("figure img").first.screenshot(path=str(plain_shot))
-    plain = np.asarray(Image.open(plain_shot).convert("RGB")).astype(np.float64)
-    assert seen.shape == plain.shape
-    mask = Image.open(out_dir / records[0].mask).resize(seen.shape[1::-1], Image.Resampling.NEAREST)
+    stack = page.locator("figure.overlay .stack")
+    boxed = _shot(stack, shots / "overlay-boxes.png")
+    page.locator("label[for=show-boxes]").click()  # the boxes off: the tint alone
+    assert page.locator("svg.boxes").is_hidden()
+    seen = _shot(stack, tmp_path / "overlay.png")
+    page.locator("label.l-o").click()  # the flip figure shows the plain original
+    plain = _shot(page.locator("figure.flip .stack"), tmp_path / "plain.png")
+    assert seen.shape == plain.shape == boxed.shape
+    mask = Image.open(out_dir / record.mask).resize(seen.shape[1::-1], Image.Resampling.NEAREST)
     inside = np.asarray(mask) > 0
     core, away = _erode(inside, 2), _erode(~inside, 2)  # resampling blurs the mask's edge: leave it out
     redness = (seen[..., 0] - seen[..., 1:].mean(-1)) - (plain[..., 0] - plain[..., 1:].mean(-1))
@@ -187,14 +245,187 @@ def test_overlay_tints_exactly_the_mask_red(tmp_path: Path, page: Any) -> None:
     assert np.abs(seen[away] - plain[away]).mean() < 1.0
     assert np.abs(redness[away]).mean() < 1.0
 
+    # each region's box is drawn along its left edge in its keyword's colour; keywords get distinct colours
+    classes = keyword_classes(record)
+    colours = {g.keyword: PALETTE[int(classes[g.keyword][1:])] for g in record.regions}
+    assert len(set(colours.values())) == len(colours) > 1
+    scale = boxed.shape[1] / 512
+    for g in record.regions:
+        x0, y0, _, y1 = g.box
+        column = boxed[int(y0 * scale) + 20:int(y1 * scale) - 2, min(boxed.shape[1] - 1, round(x0 * scale))]
+        want = np.array([int(colours[g.keyword][i:i + 2], 16) for i in (1, 3, 5)], dtype=np.float64)
+        near = np.linalg.norm(column - want, axis=1) < 60
+        assert len(column) > 5 and near.mean() > 0.6, (g.keyword, near.mean())
+    swatches = page.locator("ul.legend .swatch").evaluate_all(
+        "s => s.map(e => getComputedStyle(e).backgroundColor)")
+    assert swatches == [f"rgb({', '.join(str(int(colours[g.keyword][i:i + 2], 16)) for i in (1, 3, 5))})"
+                        for g in record.regions]
+
+
+def test_the_switch_shows_original_rejected_or_blinks(tmp_path: Path, page: Any, shots: Path) -> None:
+    out_dir, records = make_dataset(tmp_path, 1)
+    page.goto(write_gallery(out_dir, records, title="blink").as_uri())
+    load_all_images(page)
+    flip = page.locator("figure.flip .stack")
+    top = "getComputedStyle(document.querySelector('figure.flip img.top'))"
+    assert page.evaluate(f"{top}.opacity") == "1"
+    rejected = _shot(flip, shots / "flip-rejected.png")
+    page.locator("label.l-o").click()
+    assert page.evaluate(f"{top}.opacity") == "0"
+    original = _shot(flip, shots / "flip-original.png")
+    mask = Image.open(out_dir / records[0].mask).resize(rejected.shape[1::-1], Image.Resampling.NEAREST)
+    inside = np.asarray(mask) > 0
+    diff = np.abs(rejected - original).mean(-1)
+    assert diff[_erode(inside, 2)].mean() > 20  # the noise is where the mask is, and only there
+    assert diff[_erode(~inside, 2)].mean() < 1.0
+
+    page.locator("label.l-b").click()
+    assert page.evaluate(f"{top}.animationName") == "blink"
+    seen = set()
+    for _ in range(16):
+        seen.add(round(float(page.evaluate(f"{top}.opacity"))))
+        time.sleep(0.1)
+    assert seen == {0, 1}  # both images were shown in turn
+
+
+def test_filters_thumbnails_enlargement_and_the_id_list_in_chromium(tmp_path: Path, page: Any, shots: Path) -> None:
+    out_dir, records = make_dataset(tmp_path, 5)
+    (out_dir / "gallery-fallback-2.html").write_text("stale")  # from an earlier, bigger run
+    write_dataset(out_dir, records, FAILURES)
+    first = write_dataset_gallery(out_dir, title="filters", page_size=3)
+    assert not (out_dir / "gallery-fallback-2.html").exists()
+    expected = {view: [r.id for r in records if view in record_views(r)] for view in VIEWS}
+    with serve_directory(out_dir) as server:
+        page.goto(server.url + first.name)
+        links = page.locator("nav.views a").evaluate_all("a => a.map(e => [e.dataset.view, e.textContent])")
+        shown = {view: int(text.rsplit(" ", 1)[1]) for view, text in links}
+        assert shown == {v: len(ids) for v, ids in expected.items() if ids and v != "all"} | {"failed": 2}
+        for view, _ in links:
+            page.goto(server.url + first.name)
+            with page.expect_navigation():
+                page.locator(f"nav.views a[data-view={view}]").click()
+            ids = []
+            while True:
+                load_all_images(page)
+                assert page.evaluate("Array.from(document.images).every(i => i.naturalWidth > 0)")
+                ids += _ids(page)
+                nxt = page.locator("header nav.pages a", has_text="next")
+                if nxt.count() == 0:
+                    break
+                with page.expect_navigation():
+                    nxt.click()
+            assert ids == (expected[view] if view != "failed" else ["broken-<b>1</b>", ""]), view
+        # failed rows: their reasons, as text
+        page.goto(server.url + "gallery-failed.html")
+        assert page.locator("article.failed .reason").first.inner_text().startswith("image: cannot identify")
+        assert page.evaluate("typeof window.__pwned") == "undefined"
+        assert page.locator("article.failed h2 a.id").all_inner_texts() == ["broken-<b>1</b>", "row 8"]
+        page.screenshot(path=str(shots / "failed.png"), full_page=True)
+
+        # thumbnails: a grid of small cards without texts; a click enlarges one card to the page's width
+        page.goto(server.url + first.name)
+        load_all_images(page)
+        page.locator("label[for=layout-thumbs]").click()
+        card = page.locator("article.card").nth(1)
+        assert card.bounding_box()["width"] < 420 and card.locator("dl.texts").is_hidden()
+        page.screenshot(path=str(shots / "thumbnails.png"), full_page=True)
+        card.locator("a.zoom").first.click()
+        assert page.evaluate("location.hash") == f"#item-{records[1].id}"
+        assert card.bounding_box()["width"] > 1000 and card.locator("dl.texts").is_visible()
+        assert card.locator("figure.flip img.under").evaluate("i => i.getBoundingClientRect().width") == 512
+        page.screenshot(path=str(shots / "enlarged.png"))
+        card.locator("a.close").click()
+        assert card.bounding_box()["width"] < 420
+
+        # the id list: sorted, every id links to its card (on its page, enlarged)
+        with page.expect_navigation():
+            page.get_by_role("link", name="find an id").click()
+        listed = page.locator("ol.ids a").all_inner_texts()
+        assert listed == sorted([r.id for r in records] + ["broken-<b>1</b>", "(row 8)"])
+        with page.expect_navigation():
+            page.get_by_role("link", name=records[4].id, exact=True).click()
+        assert page.url.endswith(f"gallery-2.html#item-{records[4].id}")
+        assert page.locator("article.card:target").get_attribute("data-id") == records[4].id
+        assert page.csp_errors == []
+
+
+def test_the_index_pages_a_filter_reading_only_its_page(tmp_path: Path) -> None:
+    """3,000 records: each filter's entries are exactly its records, and a page of a sparse filter reads the
+    index page and its own lines, not the dataset."""
+    rng = random.Random(3)
+    perturbation = PerturbationRecord(mode="auto", noise_step=500, schedule="linear", seed=0, fallback=False)
+    records = []
+    for k in range(3000):
+        fallback = rng.random() < 0.05
+        sources = ["global"] if fallback else rng.sample(["annotations", "grounded", "random"], rng.randint(1, 2))
+        regions = [RegionRecord(keyword=None if s != "annotations" else "dog", box=(0, 0, 10, 10), source=s,  # type: ignore[arg-type]
+                                area=1.0 if fallback else rng.choice([0.004, 0.03, 0.1, 0.3, 0.7]))
+                   for s in sources]
+        records.append(ResultRecord(
+            id=f"r{k:05d}", question="q" * rng.randint(10, 400), chosen="c", rejected="r", image="i.png",
+            rejected_image="j.png", mask="m.png", keywords=[], regions=regions,
+            keywords_not_found=["cat"] if rng.random() < 0.1 else [],
+            perturbation=perturbation.model_copy(update={"fallback": fallback})))
+    failures = [Failure(row=k, reason=f"bad {k}", stage="image") for k in range(0, 3000, 97)]
+    stats = write_dataset(tmp_path, records, failures)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["dataset.jsonl", "dataset.parquet", "failures.jsonl", INDEX_FILE, "stats.json"])  # no temporaries left
+    assert DatasetStats.model_validate_json((tmp_path / "stats.json").read_text()).views == stats.views
+    expected = {view: [r.id for r in records if view in record_views(r)] for view in VIEWS}
+    assert {v: i.count for v, i in stats.views.items()} == (
+        {v: len(ids) for v, ids in expected.items() if ids} | {"failed": len(failures)})
+    assert (tmp_path / INDEX_FILE).stat().st_size == ENTRY.size * sum(i.count for i in stats.views.values())
+
+    reads: list[tuple[str, int]] = []
+
+    def read(name: str, offset: int, length: int) -> bytes:
+        reads.append((name, length))
+        with open(tmp_path / name, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(length)
+
+    for view in stats.views:
+        got = []
+        for first in range(0, stats.views[view].count, 50):
+            got += read_view(read, stats.views, view, first, 50)
+        want = [f.reason for f in failures] if view == "failed" else expected[view]
+        assert [g.reason if isinstance(g, Failure) else g.id for g in got] == want, view
+    wanted = set(expected["fallback"][50:100])
+    lines = sum(len(line) for line in (tmp_path / "dataset.jsonl").read_bytes().splitlines(keepends=True)
+                if json.loads(line)["id"] in wanted)
+    for gap in (0, READ_GAP):
+        reads.clear()
+        page = read_view(read, stats.views, "fallback", 50, 50, gap=gap)
+        assert [r.id for r in page] == expected["fallback"][50:100]  # type: ignore[union-attr]
+        assert reads[0] == (INDEX_FILE, 50 * ENTRY.size)  # one read of the index
+        jsonl = [n for name, n in reads if name == "dataset.jsonl"]
+        if gap == 0:  # exactly the page's lines (adjacent ones in one read)
+            assert 40 < len(jsonl) <= 50 and sum(jsonl) == lines
+        else:  # close lines merged: a few reads, bounded by the page (not by the dataset)
+            assert len(jsonl) < 10 and sum(jsonl) <= lines + 49 * gap
+
+
+def test_a_dataset_without_the_index_still_gets_its_filters(tmp_path: Path) -> None:
+    out_dir, records = make_dataset(tmp_path, 3)
+    write_dataset(out_dir, records, FAILURES)
+    stats = json.loads((out_dir / "stats.json").read_text())
+    del stats["views"]  # as written before the filters existed
+    (out_dir / "stats.json").write_text(json.dumps(stats))
+    write_dataset_gallery(out_dir, title="old")
+    assert (out_dir / "gallery-fallback.html").is_file() and (out_dir / "gallery-failed.html").is_file()
+    assert "broken-&lt;b&gt;1&lt;/b&gt;" in (out_dir / "gallery-failed.html").read_text()
+    assert "(row 8)" in (out_dir / "gallery-ids.html").read_text()
+
 
 def test_pages_link_to_each_other_and_every_file_is_served(tmp_path: Path, page: Any) -> None:
     out_dir, records = make_dataset(tmp_path, 5)
     (out_dir / "gallery-4.html").write_text("stale")
     (out_dir / "gallery-5.html").write_text("stale")
+    (out_dir / "gallery-notes.html").write_text("the user's own")
     write_gallery(out_dir, records, title="pages", page_size=2)
-    assert sorted(p.name for p in out_dir.glob("gallery*.html")) == ["gallery-2.html", "gallery-3.html",
-                                                                       "gallery.html"]
+    assert sorted(p.name for p in out_dir.glob("gallery*.html") if not re.search(r"-[a-z]", p.name[7:])) == [
+        "gallery-2.html", "gallery-3.html", "gallery.html"]
+    assert (out_dir / "gallery-notes.html").read_text() == "the user's own"
     with serve_directory(out_dir) as server:
         page.goto(server.url + "gallery.html")
         ids = []
@@ -227,6 +458,44 @@ def test_highlight_marks_whole_words_case_insensitively_and_escapes() -> None:
     assert highlight("<i>x</i>", []) == "&lt;i&gt;x&lt;/i&gt;"
 
 
+def test_word_diff_marks_what_the_rejected_answer_changed() -> None:
+    chosen = "A red ball and two cats sit on the <mat>."
+    assert word_diff(chosen, chosen) == "A red ball and two cats sit on the &lt;mat&gt;."
+    assert word_diff(chosen, "A Red ball and three small dogs sit on the <mat>.") == (
+        "A Red ball and <ins>three small dogs</ins> sit on the &lt;mat&gt;.")
+    dropped = word_diff(chosen, "A ball and two cats sit.")
+    assert dropped == ('A <span class="cut" title="dropped: red">&#8248;</span>ball and two cats sit'
+                       '<span class="cut" title="dropped: on the &lt; mat &gt;">&#8248;</span>.')
+    assert word_diff("x", "<script>alert(1)</script>") == (
+        "<ins>&lt;script&gt;alert(1)&lt;/script&gt;</ins>")
+
+
+def test_pages_allow_no_script_and_only_their_own_stylesheet(tmp_path: Path) -> None:
+    out_dir, records = make_dataset(tmp_path, 2)
+    html = write_gallery(out_dir, records, title="csp", failures=FAILURES).read_text()
+    policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html)
+    assert policy is not None
+    directives = dict(d.strip().split(" ", 1) for d in policy.group(1).replace("&#x27;", "'").split(";"))
+    style = re.search(r"<style>(.*?)</style>", html, re.S)
+    assert style is not None
+    digest = base64.b64encode(hashlib.sha256(style.group(1).encode()).digest()).decode()
+    assert directives == {"default-src": "'none'", "img-src": "'self' data:", "style-src": f"'sha256-{digest}'",
+                          "script-src": "'none'", "object-src": "'none'", "base-uri": "'none'",
+                          "form-action": "'none'"}
+    assert "<script" not in html.replace("&lt;script", "") and " style=" not in html and " on" not in re.sub(
+        r"(?s)<(style|dd|pre|h2|a)[^>]*>.*?</\1>", "", html)
+
+
+def test_png_size_reads_the_header_only() -> None:
+    out = Image.new("L", (37, 21))
+    import io
+
+    buf = io.BytesIO()
+    out.save(buf, format="PNG")
+    assert png_size(buf.getvalue()[:24]) == (37, 21)
+    assert png_size(b"GIF89a" + bytes(18)) is None and png_size(buf.getvalue()[:10]) is None
+
+
 def test_missing_files_and_bad_paths_are_reported(tmp_path: Path) -> None:
     out_dir, records = make_dataset(tmp_path, 2)
     (out_dir / records[1].rejected_image).unlink()
@@ -236,6 +505,7 @@ def test_missing_files_and_bad_paths_are_reported(tmp_path: Path) -> None:
     assert f'src="../{records[0].image}"' in html
     assert f"missing or unusable file(s): {records[1].rejected_image}" in html
     assert "records with missing files" in html
+    assert (out_dir / "views" / "all-fallback.html").is_file() and (out_dir / "views" / "all-ids.html").is_file()
     bad = records[0].model_copy(update={"mask": "../outside.png"})
     html = write_gallery(out_dir, [bad], title="t").read_text()
     assert "missing or unusable file(s): ../outside.png" in html
@@ -268,3 +538,4 @@ def test_many_pages_get_a_windowed_navigation(tmp_path: Path) -> None:
     assert nav.group(0).count("&hellip;") == 2 and '<span class="current">6</span>' in nav.group(0)
     assert "records with missing files</dt><dd><span class=\"warn\">12</span>" in html
     assert "fallback (whole image noised)</dt><dd>12 (100.0%)" in html
+    assert (tmp_path / "gallery-fallback-12.html").is_file()  # every record is a fallback: the same 12 pages

@@ -5,7 +5,7 @@ The chunks' outcome files are read in submission order (a bounded read-ahead of
 into temporary files (Parquet in row groups of ``dataset_row_group`` rows): memory stays bounded
 whatever the job's size. The files then go to the store (multipart uploads, server-side copies):
 ``out/dataset.{jsonl,parquet}`` (so ``.../out`` is a complete dataset for the trainer) and
-``dataset/{failures.jsonl, stats.json, dataset.parquet}``, and ``dataset/dataset.jsonl`` last:
+``dataset/{failures.jsonl, gallery-index.bin, stats.json, dataset.parquet}``, and ``dataset/dataset.jsonl`` last:
 its presence means the job is finished. Finalize is idempotent: a second run rewrites the same files.
 """
 
@@ -24,6 +24,7 @@ from mfpo.jobs.settings import PlatformSettings
 from mfpo.jobs.state import JobState
 from mfpo.jobs.store import JobKeys, JobStore
 from mfpo.pipeline.dataset import DatasetStats, DatasetWriter
+from mfpo.pipeline.dataset_index import INDEX_FILE
 from mfpo.stages.artifacts import Outcome, decode_outcomes
 from mfpo.storage.base import ObjectNotFound
 
@@ -98,6 +99,7 @@ def write_job_dataset(jobs: JobStore, state: JobState | None, job: JobRecord,
         outputs.put_file("dataset.parquet", folder / "dataset.parquet", "application/vnd.apache.parquet")
         outputs.put_file("dataset.jsonl", folder / "dataset.jsonl", "application/x-ndjson")
         jobs.store.put_file(f"{keys.dataset}/failures.jsonl", folder / "failures.jsonl", "application/x-ndjson")
+        jobs.store.put_file(f"{keys.dataset}/{INDEX_FILE}", folder / INDEX_FILE, "application/octet-stream")
         jobs.store.put_file(keys.stats, folder / "stats.json", "application/json")
         jobs.store.copy(f"{keys.out}/dataset.parquet", f"{keys.dataset}/dataset.parquet")
         jobs.store.copy(f"{keys.out}/dataset.jsonl", keys.manifest)  # last: the job is finished

@@ -347,9 +347,7 @@ def _finish(out_dir: Path, store: LocalStore, results: list[ChunkResult], read_f
     summary.fallback = stats.fallback
     summary.failure_reasons = dict(stats.failure_stages)
     if gallery:
-        from mfpo.gallery import write_gallery
-        from mfpo.pipeline.dataset import read_dataset
+        from mfpo.gallery import write_dataset_gallery
 
-        write_gallery(out_dir, list(read_dataset(out_dir)), title=f"MFPO dataset: {out_dir.name}",
-                      failures_count=stats.failures)
+        write_dataset_gallery(out_dir, title=f"MFPO dataset: {out_dir.name}")  # streamed: any size
     return summary
