@@ -295,13 +295,13 @@ def export(
 
     A dataset without records is refused (exit 2): Hugging Face datasets cannot load a zero-row Parquet.
     """
-    from mfpo.exporters import EmptyDatasetError, export_dataset
+    from mfpo.exporters import export_dataset
 
     if not (dataset_dir / "dataset.jsonl").is_file():
         _fail(f"{dataset_dir} has no dataset.jsonl: run `mfpo generate` first")
     try:
         written = export_dataset(dataset_dir, fmt.value, dest)
-    except (EmptyDatasetError, FileNotFoundError) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # EmptyDatasetError is a ValueError
         _fail(str(exc))
     typer.echo(f"wrote {written}")
 

@@ -210,6 +210,10 @@ def test_every_file_generate_and_export_write_is_0644_under_umask_022(tmp_path, 
     folders = [p for root in (out, exports) for p in root.rglob("*") if p.is_dir()]
     assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in folders} == {"0o755"}
 
+    next((out / "rejected").iterdir()).unlink()  # a broken dataset: a clear error, not a traceback
+    result = runner.invoke(app, ["export", str(out), "--format", "hf", "--out", str(tmp_path / "broken")])
+    assert result.exit_code == 2 and "error: record" in result.output and "is missing from" in result.output
+
 
 # --- SIGTERM ----------------------------------------------------------------------------------
 
