@@ -50,7 +50,7 @@ from mfpo.storage.base import InvalidKey, ObjectNotFound, StoreError, check_key
 
 log = logging.getLogger(__name__)
 
-TEXT_FIELDS = ("question", "chosen", "rejected")
+TEXT_FIELDS = ("question", "chosen", "rejected", "system")
 
 
 class ItemRejected(ValueError):
@@ -109,7 +109,7 @@ def validate_item(raw: Mapping[str, Any] | Any, limits: IntakeLimits) -> Prefere
 
 
 def check_text_limits(item: PreferenceItem, limits: IntakeLimits) -> None:
-    too_long = [f for f in TEXT_FIELDS if len(getattr(item, f)) > limits.max_text_chars]
+    too_long = [f for f in TEXT_FIELDS if len(getattr(item, f) or "") > limits.max_text_chars]
     if too_long:
         raise ItemRejected(f"{', '.join(too_long)} longer than {limits.max_text_chars} characters (max_text_chars)")
 

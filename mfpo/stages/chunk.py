@@ -82,7 +82,8 @@ def identify_item(
     iid = item.id or content_item_id(image_bytes, item.question, item.chosen, item.rejected)
     if item.id is None:
         item = item.model_copy(update={"id": iid})
-    digest = content_digest(image_bytes, item.question, item.chosen, item.rejected, annotations_json)
+    extras = json.dumps({"system": item.system, "source": item.source}, sort_keys=True)  # both reach the record
+    digest = content_digest(image_bytes, item.question, item.chosen, item.rejected, annotations_json + extras)
     stem = output_stem(iid, digest, config.output_options())
     return StagedItem(index=index, row=row, item=item, stem=stem, image_ext=".png" if reduced else ext,
                       seed=seed_for(iid, stem, config.seed), width=width, height=height,

@@ -170,6 +170,10 @@ def get_dataset(job: JobDep, jobs: JobStoreDep, format: DatasetFormat = DatasetF
     if format is DatasetFormat.tar:
         return StreamingResponse(tar_stream(jobs, job), media_type="application/x-tar",
                                  headers={"Content-Disposition": f'attachment; filename="{job.id}.tar"'})
+    stats = DatasetStats.model_validate_json(jobs.store.get(keys.stats))
+    if stats.records == 0:
+        raise HTTPException(409, f"job {job.id} has no records ({stats.failures} failed): there is nothing to export "
+                                 "as a training set; see format=jsonl for the failures' reasons")
     folder = Path(tempfile.mkdtemp(prefix="mfpo-export-"))
     try:
         _materialize(jobs, job, folder)
