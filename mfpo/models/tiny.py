@@ -12,6 +12,10 @@ code paths as the full-size checkpoints:
 - :func:`write_tiny_owlv2`: a transformers folder with ``Owlv2ForObjectDetection`` +
   ``Owlv2Processor`` (CLIP byte-level BPE tokenizer learned on :data:`WORDS`).
 - :func:`write_tiny_models`: all three under one folder.
+- :func:`write_tiny_clip`: a transformers folder with ``CLIPModel`` + ``CLIPProcessor`` (AdaViP's scorer).
+- :func:`write_tiny_sd_inpainting`: a diffusers ``StableDiffusionInpaintPipeline`` folder (9-channel UNet,
+  ``AutoencoderKL``, ``CLIPTextModel``, tokenizer, scheduler), AdaViP's object removal;
+  :func:`write_tiny_negative_models` writes both.
 
 The weights are random (seeded), so the detections and masks mean nothing; they are,
 however, not degenerate: the detectors score some boxes above low thresholds and SAM
@@ -325,6 +329,115 @@ def write_tiny_owlv2(out_dir: Path, seed: int = 0) -> Path:
     Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
     model.save_pretrained(out)
     return out
+
+
+# -- CLIP (AdaViP's eq. 9 scorer) --------------------------------------------------------------
+
+CLIP_DIR = "clip"
+INPAINTING_DIR = "sd-inpainting"
+
+
+def write_clip_tokenizer(out_dir: Path, max_length: int) -> Any:
+    """A ``CLIPTokenizer`` whose ``vocab.json`` / ``merges.txt`` (written to out_dir) hold the byte symbols plus
+    merges learned on :data:`WORDS`, as :func:`write_tiny_owlv2`'s; pad token ``<|endoftext|>`` as in
+    openai/clip-vit-*. Returns the tokenizer."""
+    from transformers import CLIPTokenizer
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    merges = learn_bpe(WORDS)
+    vocab = clip_vocab(merges)
+    (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (out / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+    return CLIPTokenizer.from_pretrained(out, pad_token="<|endoftext|>", model_max_length=max_length)
+
+
+def tiny_clip_text_config(vocab: dict[str, int], max_positions: int) -> dict[str, Any]:
+    """The text tower of the tiny CLIPs: hidden 32, MLP 64, 2 layers, 2 heads, ``max_positions`` tokens."""
+    return {
+        "vocab_size": len(vocab),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": max_positions,
+        "pad_token_id": vocab["<|endoftext|>"],
+        "bos_token_id": vocab["<|startoftext|>"],
+        "eos_token_id": vocab["<|endoftext|>"],
+    }
+
+
+def write_tiny_clip(out_dir: Path, seed: int = 0) -> Path:
+    """Write a tiny ``CLIPModel`` + ``CLIPProcessor`` transformers folder (about 0.5 MB); returns out_dir.
+
+    Loadable offline with ``CLIPModel.from_pretrained`` / ``AutoProcessor.from_pretrained``, like
+    openai/clip-vit-large-patch14. Vision: ViT (32 px, 8 px patches, hidden 32, 2 layers, 2 heads); text:
+    :func:`tiny_clip_text_config` with CLIP's 77 positions; projection 16. Processor: ``CLIPImageProcessor``
+    (shortest edge 32, centre crop 32, CLIP's mean/std) and :func:`write_clip_tokenizer`.
+    """
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    out = Path(out_dir)
+    tokenizer = write_clip_tokenizer(out, max_length=77)
+    vocab = tokenizer.get_vocab()
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 8}
+    config = CLIPConfig(text_config=tiny_clip_text_config(vocab, 77), vision_config=vision, projection_dim=16)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    with _seeded(seed):
+        model = CLIPModel(config).eval()
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
+    model.save_pretrained(out)
+    return out
+
+
+# -- Stable Diffusion inpainting (AdaViP's object removal) ----------------------------------------
+
+
+def write_tiny_sd_inpainting(out_dir: Path, seed: int = 0) -> Path:
+    """Write a tiny ``StableDiffusionInpaintPipeline`` diffusers folder (about 2 MB); returns out_dir.
+
+    Loadable offline with ``AutoPipelineForInpainting.from_pretrained``, like
+    stable-diffusion-v1-5/stable-diffusion-inpainting: ``UNet2DConditionModel`` with 9 input channels
+    (4 latent + 1 mask + 4 masked-image latent) and 4 output, blocks (16, 32) (one cross-attention block,
+    cross-attention dim 32); ``AutoencoderKL`` with blocks (16, 32) (latents at 1/2 the image side, 4
+    channels); ``CLIPTextModel`` (:func:`tiny_clip_text_config`, 16 positions) + :func:`write_clip_tokenizer`;
+    ``PNDMScheduler`` with SD-1.5's settings; no safety checker.
+    """
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    out = Path(out_dir)
+    tokenizer = write_clip_tokenizer(out / "tokenizer", max_length=16)
+    text_config = CLIPTextConfig(**tiny_clip_text_config(tokenizer.get_vocab(), 16))
+    with _seeded(seed):
+        unet = UNet2DConditionModel(
+            sample_size=32, in_channels=9, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32, attention_head_dim=2, norm_num_groups=8,
+        )
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(16, 32), latent_channels=4,
+            norm_num_groups=8, sample_size=64,
+        )
+        text_encoder = CLIPTextModel(text_config)
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
+                              steps_offset=1, set_alpha_to_one=False)
+    pipe = StableDiffusionInpaintPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                          scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                          requires_safety_checker=False)
+    pipe.save_pretrained(out)  # type: ignore[attr-defined]  # DiffusionPipeline's, untyped in diffusers
+    return out
+
+
+def write_tiny_negative_models(out_dir: Path, seed: int = 0) -> dict[str, Path]:
+    """The models of the rejected-image constructors: ``{"clip": out_dir/clip, "inpainting": out_dir/sd-inpainting}``
+    (the tiny LLaVA for MBPO is :func:`mfpo.models.tiny_llava.write_tiny_llava`)."""
+    out = Path(out_dir)
+    return {"clip": write_tiny_clip(out / CLIP_DIR, seed),
+            "inpainting": write_tiny_sd_inpainting(out / INPAINTING_DIR, seed)}
 
 
 # -- all --------------------------------------------------------------------------------------
