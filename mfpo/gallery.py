@@ -119,10 +119,10 @@ a.zoom { display: block; cursor: zoom-in; }
 .stack { position: relative; width: 100%; }
 .card:target .stack { width: fit-content; max-width: 100%; }
 .stack img { display: block; width: 100%; height: auto; background: #eceef3; }
-.card:target .stack img.under { width: auto; max-width: 100%; }
+.card:target .stack img.under { width: auto; min-width: min(560px, 90vw); max-width: 100%; }
 .stack img.top, .stack img.tint { position: absolute; inset: 0; width: 100%; height: 100%; background: none; }
 .stack img.tint { filter: url(#mask-tint); }
-svg.boxes { position: absolute; inset: 0; width: 100%; height: 100%; overflow: visible; pointer-events: none; }
+svg.boxes { position: absolute; inset: 0; width: 100%; height: 100%; overflow: hidden; pointer-events: none; }
 svg.boxes rect { fill: none; stroke: var(--c); stroke-width: 3px; }
 svg.boxes .cg rect { stroke-dasharray: 6 4; }
 svg.boxes text { fill: var(--c); font: 600 12px system-ui, sans-serif; paint-order: stroke; stroke: #000;

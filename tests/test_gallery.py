@@ -332,7 +332,7 @@ def test_filters_thumbnails_enlargement_and_the_id_list_in_chromium(tmp_path: Pa
         card.locator("a.zoom").first.click()
         assert page.evaluate("location.hash") == f"#item-{records[1].id}"
         assert card.bounding_box()["width"] > 1000 and card.locator("dl.texts").is_visible()
-        assert card.locator("figure.flip img.under").evaluate("i => i.getBoundingClientRect().width") == 512
+        assert card.locator("figure.flip img.under").evaluate("i => i.getBoundingClientRect().width") == 560
         page.screenshot(path=str(shots / "enlarged.png"))
         card.locator("a.close").click()
         assert card.bounding_box()["width"] < 420

@@ -178,7 +178,7 @@ def _item_page(jobs: JobStore, job: JobRecord, state: JobState, stats: DatasetSt
     if found is None:
         return _not_found(stats, title, link, nav, layout, f"no item {item!r} in this job")
     sizes = image_sizes(jobs, job, [found], map_fn) if isinstance(found, ResultRecord) else {}
-    html = render_gallery_page([found], title, link, stats, nav, view="all", sizes=sizes, layout=layout,
+    html = render_gallery_page([found], title, link, stats, nav, view="", sizes=sizes, layout=layout,
                                notice=f"item {item}")
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
