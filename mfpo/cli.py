@@ -393,10 +393,11 @@ def models_tiny(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the tiny models into.")],
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
 ) -> None:
-    """Tiny random-weight GroundingDINO, OWLv2 and SAM (vit_tiny) for offline smoke tests."""
-    from mfpo.models.tiny import write_tiny_models
+    """Tiny random-weight GroundingDINO, OWLv2 and SAM (vit_tiny), and the rejected-image constructors' CLIP and
+    Stable Diffusion inpainting (AdaViP), for offline smoke tests."""
+    from mfpo.models.tiny import write_tiny_models, write_tiny_negative_models
 
-    paths = write_tiny_models(out, seed=seed)
+    paths = write_tiny_models(out, seed=seed) | write_tiny_negative_models(out, seed=seed)
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
     typer.echo(

@@ -318,3 +318,17 @@ def test_models_load_once_per_process(models):
     second = get_inpainter(AdavipConfig(inpainter="diffusers", diffusers=settings.model_copy(update={"prompt": "x"})))
     assert first.pipe is second.pipe and second.config.prompt == "x"
     assert sorted(k[0] for k in loaded_models()) == ["clip", "diffusers", "mbpo"]
+
+
+def test_cli_models_tiny_writes_the_constructors_models(tmp_path):
+    from typer.testing import CliRunner
+
+    from mfpo.cli import app
+
+    made = CliRunner().invoke(app, ["models", "tiny", "--out", str(tmp_path), "--seed", "1"])
+    assert made.exit_code == 0, made.output
+    assert f"clip: {tmp_path / 'clip'}" in made.output and f"inpainting: {tmp_path / 'sd-inpainting'}" in made.output
+    assert f"sam: {tmp_path / 'sam_vit_tiny.pth'}" in made.output  # the region models as before
+    assert ClipScorer(ClipScoreConfig(model_path=str(tmp_path / "clip"), device="cpu")).logit_scale > 0
+    inpainter = DiffusersInpainter(DiffusersInpaintConfig(model_path=str(tmp_path / "sd-inpainting"), device="cpu"))
+    assert inpainter.multiple == 8
