@@ -74,16 +74,37 @@ def test_curriculum_visits_easy_medium_hard_in_order(assets):
     assert none["stages"] == ["all"]
 
 
-def test_stop_and_resume_gives_the_same_metrics(assets):
-    config = TrainConfig(**{**FAST, "max_steps": 12, "save_steps": 4})
+def _crash_after(monkeypatch, losses: int) -> None:
+    """Make the run raise on its (losses + 1)-th loss computation: with accumulation 1, a crash after that many
+    steps (a smaller max_steps would not do: max_steps is spread over the stages, so it changes the plan)."""
+    import trainer.loop
+
+    real, calls = trainer.loop.compute_loss, [0]
+
+    def crashing(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] > losses:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.loop, "compute_loss", crashing)
+
+
+def test_stop_and_resume_gives_the_same_metrics(assets, monkeypatch):
+    config = TrainConfig(**{**FAST, "max_steps": 12, "save_steps": 4, "lr_scheduler": "cosine", "warmup_steps": 3})
     full = assets["root"] / "full"
     train(config, str(assets["dataset"]), str(assets["model"]), full)
     part = assets["root"] / "part"
-    train(config.model_copy(update={"max_steps": 6}), str(assets["dataset"]), str(assets["model"]), part)
-    assert [p.name for p in sorted((part / "checkpoints").iterdir())] == ["step-4"]
-    # "crash" after step 6: the run restarts from step-4 and must replay steps 5 and 6 identically
+    with monkeypatch.context() as patch:
+        _crash_after(patch, 6)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            train(config, str(assets["dataset"]), str(assets["model"]), part)
+    assert [p.name for p in sorted((part / "checkpoints").iterdir())] == ["step-4"] and len(_metrics(part)) == 6
+    # crashed in step 7: the run restarts from step-4 and must replay steps 5 and 6 identically (learning rates
+    # of the warmup and cosine schedule included)
     train(config, str(assets["dataset"]), str(assets["model"]), part)
     assert _metrics(part) == _metrics(full)
+    assert len({m["lr"] for m in _metrics(full)}) == 12  # the schedule really varies
 
 
 def test_precomputed_reference_equals_on_the_fly(assets):
@@ -127,13 +148,17 @@ def test_output_to_s3_and_resume_from_it(assets, monkeypatch):
         for key, value in s3.env().items():
             monkeypatch.setenv(key, value)
         uri = "s3://runs/exp1"
-        first = train(config.model_copy(update={"max_steps": 4}), str(assets["dataset"]), str(assets["model"]), uri)
-        assert first["output"] == uri
+        with monkeypatch.context() as patch:
+            _crash_after(patch, 4)  # crashes in step 5, after the checkpoint of step 4 went to the bucket
+            with pytest.raises(RuntimeError, match="simulated crash"):
+                train(config, str(assets["dataset"]), str(assets["model"]), uri)
         store = S3Store(s3.config("runs", prefix="exp1"))
         keys = set(store.list(""))
-        assert {"metrics.jsonl", "reference.jsonl", "final/adapter_config.json"} <= keys
+        assert {"metrics.jsonl", "reference.jsonl"} <= keys and "final/adapter_config.json" not in keys
         assert any(k.startswith("checkpoints/step-4/") for k in keys)
-        train(config, str(assets["dataset"]), str(assets["model"]), uri)  # a fresh machine: fetches, resumes
+        second = train(config, str(assets["dataset"]), str(assets["model"]), uri)  # a fresh machine: fetches, resumes
+        assert second["output"] == uri and second["final"] == f"{uri}/final"
+        assert "final/adapter_config.json" in set(store.list(""))
         remote = [json.loads(line) for line in store.get("metrics.jsonl").decode().splitlines()]
         assert remote == _metrics(local)
 

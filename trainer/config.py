@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -32,17 +32,65 @@ class TrainConfig(ComponentConfig):
         default=("q_proj", "k_proj", "v_proj", "o_proj"), description="Module names that get adapters."
     )
     freeze_vision_tower: bool = Field(default=True, description="Keep the vision encoder's weights fixed.")
-    learning_rate: float = Field(default=2e-5, gt=0.0, description="AdamW learning rate.")
+    learning_rate: float = Field(default=2e-5, gt=0.0, description="AdamW peak learning rate (after warmup).")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        default="constant",
+        description="Learning rate after warmup: constant, or linear or cosine decay to 0 at the run's last step "
+                    "(transformers' get_scheduler curves). Constant by default: a decay gives the last curriculum "
+                    "stage (hard) the smallest rates.",
+    )
+    warmup_ratio: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Fraction of the run's optimizer steps (ceil) over which the learning rate rises linearly from "
+                    "0; ignored when warmup_steps > 0.",
+    )
+    warmup_steps: int = Field(default=0, ge=0, description="Optimizer steps of linear warmup from 0; overrides "
+                                                         "warmup_ratio when > 0.")
+    max_grad_norm: float = Field(
+        default=1.0, ge=0.0,
+        description="Clip the global L2 norm of the gradient to this before each optimizer step (0: no clipping); "
+                    "the norm before clipping is logged as grad_norm.",
+    )
     weight_decay: float = Field(default=0.0, ge=0.0, description="AdamW weight decay.")
     batch_size: int = Field(default=2, ge=1, description="Items per device per micro-batch (3 sequences each).")
     gradient_accumulation_steps: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations to save memory.")
     mixed_precision: Literal["no", "bf16", "fp16"] = Field(default="no", description="accelerate mixed precision.")
-    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
+    max_steps: int | None = Field(
+        default=None, ge=1,
+        description="Train at most this many optimizer steps, spread over the curriculum stages in proportion to "
+                    "their steps (at least one per stage when max_steps >= the number of stages).",
+    )
     logging_steps: int = Field(default=1, ge=1, description="Write a metrics line every N optimizer steps.")
+    report_to: Literal["tensorboard", "wandb", "all", "none"] = Field(
+        default="tensorboard",
+        description="Where metrics go besides metrics.jsonl: tensorboard (OUTPUT/tb/), wandb (needs `pip install "
+                    "wandb`; WANDB_PROJECT, WANDB_MODE etc. as usual), all (both) or none.",
+    )
+    run_name: str | None = Field(default=None, description="Run name for wandb (default: the output folder's name).")
+    disable_tqdm: bool = Field(default=False, description="No progress bars on stderr (metrics are still logged).")
+    eval_fraction: float = Field(
+        default=0.0, ge=0.0, lt=1.0,
+        description="Hold out this fraction of the dataset's items (seeded, at least 1) for evaluation instead of "
+                    "training; 0: no held-out split (or give --eval-dataset).",
+    )
+    eval_steps: int = Field(
+        default=0, ge=0,
+        description="Evaluate the held-out items every N optimizer steps and after the last (0: only after the "
+                    "last): loss, text and image reward margins and accuracies, as eval/* metrics.",
+    )
     save_steps: int = Field(default=0, ge=0, description="Checkpoint every N steps (0: only at the end).")
     max_answer_tokens: int = Field(default=512, ge=1, description="Longer answers fail the dataset check.")
     seed: int = Field(default=0, ge=0, description="Seed of data order and initialisation.")
+
+    def loss_options(self) -> dict[str, Any]:
+        """Keyword options of :func:`trainer.losses.compute_loss` for this config's loss."""
+        options: dict[str, Any] = {"beta": self.beta}
+        if self.loss == "mfpo":
+            options |= {"eta": self.eta, "weights": self.weights}
+        elif self.loss == "mdpo":
+            options |= {"delta": self.eta}
+        return options
 
     @model_validator(mode="after")
     def _weights_non_negative(self) -> TrainConfig:

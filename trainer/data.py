@@ -41,6 +41,13 @@ def _image(store: ObjectStore, key: str) -> Image.Image:
         return im.convert("RGB")
 
 
+def require_dataset(uri: str) -> None:
+    """Raise :class:`DatasetError` unless ``uri`` holds a ``dataset.jsonl``: a cheap check made before the model
+    loads, so a wrong ``--dataset`` fails in seconds, not after minutes of loading weights."""
+    if not open_store(uri).exists("dataset.jsonl"):
+        raise DatasetError(f"{uri}: no dataset.jsonl (a folder made by `mfpo generate`?)")
+
+
 def load_examples(
     uri: str, count_tokens: Callable[[str], int], max_answer_tokens: int, limit: int | None = None
 ) -> list[Example]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -41,11 +41,13 @@ def reference_key(model_path: str, examples: Sequence[Example], precision: str =
 
 
 @torch.inference_mode()
-def compute_reference(model: Any, processor: Any, examples: Sequence[Example], batch_size: int) -> list[ReferenceRow]:
+def compute_reference(model: Any, processor: Any, examples: Sequence[Example], batch_size: int,
+                      progress: Callable[[int], None] | None = None) -> list[ReferenceRow]:
     """Reference rows for ``examples``, in order (model in eval mode, adapters disabled).
 
     Pass the policy as the trainer runs it (after ``accelerator.prepare``, inside
     ``accelerator.autocast()``), so reference and policy log-probs share one precision.
+    ``progress`` is called with the number of items of each finished batch (a progress bar).
     """
     was_training = model.training
     model.eval()
@@ -63,6 +65,8 @@ def compute_reference(model: Any, processor: Any, examples: Sequence[Example], b
                         ref_chosen_perturbed_logps=float(out["chosen_perturbed"][k]),
                         entropy=float(out["entropy"][k]),
                     ))
+                if progress is not None:
+                    progress(len(chunk))
     finally:
         model.train(was_training)
     return rows
