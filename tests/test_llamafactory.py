@@ -95,7 +95,8 @@ def test_images_resolve_from_media_dir_and_the_rejected_image_rides_in_an_extra_
 def test_the_json_loader_llamafactory_uses_reads_every_column(exported):
     """LLaMA-Factory loads a local `.json` file with `datasets.load_dataset("json", data_files=...)`."""
     loaded = datasets.load_dataset("json", data_files=str(exported["dest"] / DATA_FILE), split="train")
-    assert set(loaded.column_names) == {"conversations", "chosen", "rejected", "images", "rejected_images", "id"}
+    assert set(loaded.column_names) == {"conversations", "system", "chosen", "rejected", "images", "rejected_images",
+                                        "id"}
     assert loaded[0]["chosen"] == {"from": "gpt", "value": exported["records"][0].chosen}
 
 

@@ -4,9 +4,9 @@ The layout follows LLaMA-Factory's ``data/README.md`` (sharegpt format: "Prefere
 "Multimodal Image Dataset")::
 
     DEST/dataset_info.json   {"mfpo": {"file_name": "mfpo.json", "formatting": "sharegpt", "ranking": true,
-                                       "columns": {"messages": "conversations", "chosen": "chosen",
-                                                   "rejected": "rejected", "images": "images"}}}
-    DEST/mfpo.json           [{"conversations": [{"from": "human", "value": "<image>question"}],
+                                       "columns": {"messages": "conversations", "system": "system",
+                                                   "chosen": "chosen", "rejected": "rejected", "images": "images"}}}
+    DEST/mfpo.json           [{"conversations": [{"from": "human", "value": "<image>question"}], "system": "...",
                                "chosen": {"from": "gpt", "value": y_w}, "rejected": {"from": "gpt", "value": y_l},
                                "images": ["images/<id>.png"], "rejected_images": ["rejected/<id>.png"],
                                "id": "<record id>"}, ...]
@@ -53,7 +53,8 @@ def dataset_info_entry(file_name: str = DATA_FILE) -> dict[str, Any]:
         "file_name": file_name,
         "formatting": "sharegpt",
         "ranking": True,
-        "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected", "images": "images"},
+        "columns": {"messages": "conversations", "system": "system", "chosen": "chosen", "rejected": "rejected",
+                    "images": "images"},
     }
 
 
@@ -61,6 +62,7 @@ def llamafactory_example(record: ResultRecord) -> dict[str, Any]:
     """One sharegpt preference row of a record (image paths relative to the export folder)."""
     return {
         "conversations": [{"from": "human", "value": f"{IMAGE_TOKEN}{record.question}"}],
+        "system": record.system or "",
         "chosen": {"from": "gpt", "value": record.chosen},
         "rejected": {"from": "gpt", "value": record.rejected},
         "images": [record.image],
