@@ -107,3 +107,12 @@ def test_cli_exports_llamafactory(exported, tmp_path):
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == f"wrote {tmp_path / 'lf' / INFO_FILE}"
     assert (tmp_path / "lf" / DATA_FILE).read_bytes() == (exported["dest"] / DATA_FILE).read_bytes()
+
+
+def test_the_system_prompt_goes_to_the_mapped_system_column(exported):
+    from mfpo.exporters.llamafactory import dataset_info_entry, llamafactory_example
+
+    record = exported["records"][0].model_copy(update={"system": "You are a careful describer."})
+    assert llamafactory_example(record)["system"] == "You are a careful describer."
+    assert llamafactory_example(exported["records"][0])["system"] == ""
+    assert dataset_info_entry()["columns"]["system"] == "system"
