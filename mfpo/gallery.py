@@ -244,30 +244,37 @@ def word_diff(chosen: str, rejected: str) -> str:
         elif tag == "delete":
             cuts.setdefault(words[j1] if j1 < len(words) else len(tokens), []).extend(a[i1:i2])
     out: list[str] = []
+    run: list[str] = []  # tokens since the last tag, escaped together
     open_ins = False
+
+    def tag(html_tag: str) -> None:
+        out.append(_esc("".join(run)))
+        run.clear()
+        out.append(html_tag)
+
+    def cut(pos: int) -> str:
+        return f'<span class="cut" title="{_esc("dropped: " + " ".join(cuts[pos]))}">&#8248;</span>'
+
     for pos, token in enumerate(tokens):
         if pos in cuts:
             if open_ins:
-                out.append("</ins>")
+                tag("</ins>")
                 open_ins = False
-            out.append(f'<span class="cut" title="{_esc("dropped: " + " ".join(cuts[pos]))}">&#8248;</span>')
+            tag(cut(pos))
         if token.isspace():
             nxt = pos + 1
-            keep = open_ins and nxt < len(tokens) and nxt in changed and nxt not in cuts
-            if open_ins and not keep:
-                out.append("</ins>")
+            if open_ins and not (nxt < len(tokens) and nxt in changed and nxt not in cuts):
+                tag("</ins>")
                 open_ins = False
-        elif pos in changed and not open_ins:
-            out.append("<ins>")
-            open_ins = True
-        elif pos not in changed and open_ins:
-            out.append("</ins>")
-            open_ins = False
-        out.append(_esc(token))
+        elif (pos in changed) != open_ins:
+            tag("</ins>" if open_ins else "<ins>")
+            open_ins = not open_ins
+        run.append(token)
     if open_ins:
-        out.append("</ins>")
+        tag("</ins>")
     if len(tokens) in cuts:
-        out.append(f'<span class="cut" title="{_esc("dropped: " + " ".join(cuts[len(tokens)]))}">&#8248;</span>')
+        tag(cut(len(tokens)))
+    out.append(_esc("".join(run)))
     return "".join(out)
 
 
@@ -718,6 +725,15 @@ def render_gallery_page(
         else:
             size = (sizes or {}).get(item.id) or known_size(item)
             cards.append(record_card(item, recorded, n, size, missing(item) if missing else ()))
+    return _assemble(cards, title, stats, nav, origins, view=view, page=page, pages=pages, per=per, layout=layout,
+                     notice=notice, broken=broken)
+
+
+def _assemble(cards: Sequence[str], title: str, stats: DatasetStats, nav: Navigation, origins: Iterable[str], *,
+              view: str, page: int, pages: int, per: int | None = None, layout: Layout = "cards",
+              notice: str | None = None, broken: int = 0) -> str:
+    """A page around already rendered ``cards`` (see :func:`render_gallery_page`); ``origins`` are the image
+    links' CSP sources."""
     body = "\n".join(cards)
     if not cards:
         body = '<p class="warn">No records.</p>'
@@ -730,7 +746,7 @@ def render_gallery_page(
     failures_html = nav.failures_html if nav.failures_html is not None else _esc(stats.failures)
     header = (f"<h1>{_esc(heading)}</h1>\n{_summary(stats, failures_html, broken)}\n"
               f"{_views_nav(stats, view, nav.view_href)}\n{_controls(nav, per)}\n{pager}")
-    policy = csp(sorted(origins | {"'self'"}), search_form=nav.search)
+    policy = csp(sorted({*origins, "'self'"}), search_form=nav.search)
     return _document(heading, policy, header, body, pager, layout)
 
 
@@ -802,7 +818,7 @@ def _page_name(stem: str, suffix: str, view: str, k: int) -> str:
 def _write_folder(out_dir: Path, title: str, stats: DatasetStats, records: Callable[[], Iterator[ResultRecord]],
                   failures: Callable[[], Iterator[Failure]], path: str, page_size: int) -> Path:
     """The folder gallery: a pass to find missing files (the header's count), then one pass rendering each
-    card once into the pages of every filter it is in (a page buffer per filter in memory)."""
+    card once into the pages of every filter it is in (a page of rendered cards per filter in memory)."""
     if page_size < 1:
         raise ValueError(f"page_size must be at least 1, got {page_size}")
     first = _inside(out_dir, path, "gallery path")
@@ -829,9 +845,7 @@ def _write_folder(out_dir: Path, title: str, stats: DatasetStats, records: Calla
                           failures_html=failures_html)
 
     written: set[str] = set()
-    # per filter, the page being filled: (card number, record or failure, image size, missing files)
-    buffers: dict[str, list[tuple[int, ResultRecord | Failure, tuple[int, int] | None, Sequence[str]]]] = {
-        v: [] for v in counts}
+    buffers: dict[str, list[str]] = {v: [] for v in counts}  # per filter, the cards of the page being filled
     done = dict.fromkeys(counts, 0)
     ids: list[tuple[str, str]] = []
 
@@ -840,41 +854,38 @@ def _write_folder(out_dir: Path, title: str, stats: DatasetStats, records: Calla
         if k >= pages[view]:
             raise ValueError(f"filter {view!r} has more entries than stats.json counts ({counts[view]}): "
                              "the dataset changed after its stats were written")
-        entries = buffers[view]
-        sizes = {item.id: size for _, item, size, _ in entries if isinstance(item, ResultRecord)}
-        missing = {item.id: m for _, item, _, m in entries if m and isinstance(item, ResultRecord)}
         name = _page_name(stem, suffix, view, k)
-        page = render_gallery_page(
-            [item for _, item, _, _ in entries], title, lambda rel: _href(out_dir, folder, rel), stats,
-            nav_for(view), view=view, page=k, pages=pages[view], sizes=sizes,
-            missing=lambda r: missing.get(r.id, ()), first_number=entries[0][0] if entries else 0,
-            broken=len(broken))
+        page = _assemble(buffers[view], title, stats, nav_for(view), ("'self'",), view=view, page=k,
+                         pages=pages[view], broken=len(broken))
         (folder / name).write_text(page, encoding="utf-8")
         written.add(name)
         done[view] += 1
         buffers[view] = []
 
-    def add(view: str, entry: tuple[int, ResultRecord | Failure, tuple[int, int] | None, Sequence[str]]) -> None:
+    def add(view: str, card: str) -> None:
         if view not in buffers:
             raise ValueError(f"filter {view!r} is not in stats.json: the dataset changed after its stats were written")
-        buffers[view].append(entry)
+        buffers[view].append(card)
         if len(buffers[view]) == page_size:
             flush(view)
 
     def target(view: str, prefix: str, name: str) -> str:
         return f"{q(_page_name(stem, suffix, view, done[view]))}#{urllib.parse.quote(f'{prefix}-{name}', safe='')}"
 
+    def link(rel: str) -> str:
+        return _href(out_dir, folder, rel)
+
     for n, record in enumerate(records()):
-        entry = (n, record, _local_size(out_dir, record), broken.get(n, ()))
+        card = record_card(record, link, n, _local_size(out_dir, record), broken.get(n, ()))  # once, for every page
         ids.append((record.id, target("all", "item", record.id)))
         for view in record_views(record):
-            add(view, entry)
+            add(view, card)
     for n, failure in enumerate(failures()):
         if "failed" not in buffers:
             raise ValueError("failures.jsonl has rows that stats.json does not count")
         ids.append((failure.id if failure.id is not None else f"(row {failure.row})",
                     target("failed", "failure", str(n))))
-        add("failed", (n, failure, None, ()))
+        add("failed", failure_card(failure, n))
     for view in counts:
         if buffers[view] or done[view] == 0:
             flush(view)
