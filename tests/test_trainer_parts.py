@@ -288,3 +288,48 @@ def test_loss_options_follow_the_loss():
     assert TrainConfig(loss="mfpo", eta=0.5).loss_options() == {"beta": 0.1, "eta": 0.5, "weights": (1.0, 1.0, 1.0)}
     assert TrainConfig(loss="mdpo", eta=0.5).loss_options() == {"beta": 0.1, "delta": 0.5}
     assert TrainConfig(loss="dpo", beta=0.2).loss_options() == {"beta": 0.2}
+
+
+def test_data_parallel_processes_share_each_micro_batch_without_repeating_it():
+    """Under DDP each process trains its share of a micro-batch (before: all of it, N copies of the same data)."""
+    from trainer.loop import shard_ids
+
+    ids = tuple(f"i{k}" for k in range(7))
+    for world in (1, 2, 3, 4, 7):
+        shares = [shard_ids(ids, rank, world) for rank in range(world)]
+        assert len({len(s) for s in shares}) == 1  # every process does the same number of items
+        assert set().union(*map(set, shares)) == set(ids)  # together: the whole micro-batch
+        if len(ids) % world == 0:
+            assert sorted(sum(shares, ())) == sorted(ids)  # and nothing twice when it divides
+    assert shard_ids(ids, 0, 1) == ids
+    assert shard_ids(("a", "b"), 2, 4) == ("a",)  # fewer items than processes: topped up from the batch
+
+
+def test_two_processes_train_the_same_plan_on_cpu(tmp_path):
+    """A real data-parallel run (torchrun, 2 CPU processes, gloo: accelerate's MULTI_CPU, what `accelerate launch`
+    runs on GPUs with nccl): it completes the same steps as one process would, every micro-batch split in two."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mfpo.models.tiny_llava import write_tiny_llava
+    from mfpo.pipeline.config import GenerateConfig
+    from mfpo.pipeline.embedded import run_generate
+    from mfpo.synth import SynthConfig, generate_scenes
+
+    items = generate_scenes(SynthConfig(n=8, seed=5, width=64, height=64), tmp_path / "items")
+    run_generate(items, tmp_path / "ds", GenerateConfig.model_validate({"regions": {"mode": "annotations"}}),
+                 workers=1, gallery=False)
+    llava = write_tiny_llava(tmp_path / "llava")
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "true"}
+    run = subprocess.run([str(bindir / "python"), "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
+                          "trainer", "--dataset", str(tmp_path / "ds"), "--model", str(llava), "--output",
+                          str(tmp_path / "run"), "--max-steps", "3"], capture_output=True, text=True, timeout=600,
+                         env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "data parallel over 2 processes" in run.stderr
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 3 and summary["stages"] == ["easy", "medium", "hard"]

@@ -121,6 +121,22 @@ def plan_steps(config: TrainConfig, ids: list[str], entropies: list[float]) -> l
     return spread_steps(steps, config.max_steps)
 
 
+def shard_ids(ids: tuple[str, ...], rank: int, world: int) -> tuple[str, ...]:
+    """This process's share of a micro-batch under data parallelism: items ``rank, rank + world, ...``,
+    topped up from the micro-batch's own items so every process gets the same count (>= 1).
+
+    The plan is the same for any number of processes (a micro-batch is ``batch_size`` items in all), so a run on
+    N GPUs takes the same optimizer steps as on one, each micro-batch split N ways; before this, every process
+    trained the whole micro-batch - N copies of the same data.
+    """
+    if world <= 1:
+        return ids
+    size = -(-len(ids) // world)
+    mine = list(ids[rank::world])
+    top_up = [ids[(rank + k * world) % len(ids)] for k in range(len(mine), size)]
+    return tuple(mine + top_up)
+
+
 def stage_counts(steps: list[OptimizerStep]) -> dict[str, int]:
     """Optimizer steps per stage, in the order the stages are trained."""
     counts: dict[str, int] = {}
@@ -333,6 +349,12 @@ def train(config: TrainConfig, dataset_uri: str, model_path: str, output_dir: st
         warn("max_steps=%s is fewer than the %d curriculum stages: %s not trained", config.max_steps,
              len(stage_counts(full)), ", ".join(untrained))
     fingerprint = plan_fingerprint(steps)
+    if accelerator.num_processes > 1:
+        info("data parallel over %d processes: each micro-batch of %d items is split between them",
+             accelerator.num_processes, config.batch_size)
+    if accelerator.num_processes > config.batch_size:
+        warn("batch_size=%d is below the %d processes: each micro-batch's items are repeated to fill them; raise "
+             "batch_size to at least the number of processes", config.batch_size, accelerator.num_processes)
 
     step, done_micro = 0, 0  # optimizer steps done; micro-batches done (kept in the checkpoint state)
     existing = _checkpoints(output) if resume else []
@@ -373,7 +395,8 @@ def train(config: TrainConfig, dataset_uri: str, model_path: str, output_dir: st
         sums: dict[str, float] = {}
         worst_ratio = 0.0  # max |log pi(y_w) - log pi_ref(y_w)| of the step: 0 at step 1 (before any update)
         for k, micro in enumerate(planned.micro_batches):
-            chunk = [by_id[i] for i in micro.ids]
+            local = shard_ids(micro.ids, accelerator.process_index, accelerator.num_processes)
+            chunk = [by_id[i] for i in local]
             # DDP: all-reduce the gradients only on the step's last micro-batch
             sync = contextlib.nullcontext() if k == n - 1 else accelerator.no_sync(model)
             with sync:
@@ -383,7 +406,7 @@ def train(config: TrainConfig, dataset_uri: str, model_path: str, output_dir: st
                     "policy_chosen_logps": out["chosen"],
                     "policy_rejected_logps": out["rejected"],
                     "policy_chosen_perturbed_logps": out.get("chosen_perturbed"),
-                    **{f"ref_{key}_logps": torch.tensor([getattr(ref[i], f"ref_{key}_logps") for i in micro.ids],
+                    **{f"ref_{key}_logps": torch.tensor([getattr(ref[i], f"ref_{key}_logps") for i in local],
                                                         device=accelerator.device)
                        for key in ("chosen", "rejected", "chosen_perturbed")},
                 }
@@ -393,6 +416,10 @@ def train(config: TrainConfig, dataset_uri: str, model_path: str, output_dir: st
                 sums[key] = sums.get(key, 0.0) + value / n
             ratio = (logps["policy_chosen_logps"].detach().float() - logps["ref_chosen_logps"]).abs().max()
             worst_ratio = max(worst_ratio, float(ratio))
+        if accelerator.num_processes > 1:  # the logged metrics are the mean over every process's share
+            keys = sorted(sums)
+            means = accelerator.reduce(torch.tensor([sums[key] for key in keys], device=accelerator.device), "mean")
+            sums = {key: float(v) for key, v in zip(keys, means.tolist(), strict=True)}
         # the norm before clipping; max_grad_norm 0 clips at infinity, a no-op that still measures it
         norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm or math.inf)
         optimizer.step()
