@@ -238,10 +238,10 @@ def word_diff(chosen: str, rejected: str) -> str:
     matcher = SequenceMatcher(None, [t.lower() for t in a], [tokens[i].lower() for i in words], autojunk=False)
     changed: set[int] = set()
     cuts: dict[int, list[str]] = {}  # token position -> chosen words dropped just before it
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag in ("replace", "insert"):
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op in ("replace", "insert"):
             changed.update(words[j] for j in range(j1, j2))
-        elif tag == "delete":
+        elif op == "delete":
             cuts.setdefault(words[j1] if j1 < len(words) else len(tokens), []).extend(a[i1:i2])
     out: list[str] = []
     run: list[str] = []  # tokens since the last tag, escaped together

@@ -28,7 +28,6 @@ it is in (about 5 views a record: ~6 MB for 100k records).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import shutil
 import struct
@@ -127,49 +126,56 @@ def _layout(counts: dict[str, int]) -> dict[str, ViewIndex]:
 
 
 class ViewIndexWriter:
-    """Streams view entries into one temporary file per view in ``folder``; :meth:`close` concatenates
-    them into the index file. Memory stays a file buffer per view, whatever the dataset's size."""
+    """Streams view entries into one temporary file per view in ``folder`` (through a 64 KiB buffer each);
+    :meth:`close` concatenates them into the index file. Memory stays a buffer per view at any size."""
+
+    SPILL = 64 * 1024
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
+        self._buffers: dict[str, bytearray] = {"all": bytearray(), "failed": bytearray()}
         self._files: dict[str, Path] = {}
-        self._handles: dict[str, object] = {}
-        self._counts: dict[str, int] = {"all": 0, "failed": 0}
+        self._counts: dict[str, int] = {}
 
     def add(self, views: Iterable[str], offset: int, length: int) -> None:
         """Add the line at ``offset`` (``length`` bytes) to each of ``views``."""
         entry = ENTRY.pack(offset, length)
         for view in views:
-            if view not in VIEW_LABELS:
-                raise ValueError(f"unknown view {view!r}")
-            handle = self._handles.get(view)
-            if handle is None:
-                self._files[view] = self.folder / f".tmp-view-{view}"
-                handle = self._handles[view] = open(self._files[view], "wb")  # noqa: SIM115 (closed in close())
-            handle.write(entry)  # type: ignore[attr-defined]
-            self._counts[view] = self._counts.get(view, 0) + 1
+            buffer = self._buffers.get(view)
+            if buffer is None:
+                if view not in VIEW_LABELS:
+                    raise ValueError(f"unknown view {view!r}")
+                buffer = self._buffers[view] = bytearray()
+            buffer += entry
+            if len(buffer) >= self.SPILL:
+                self._spill(view)
+
+    def _spill(self, view: str) -> None:
+        path = self._files.setdefault(view, self.folder / f".tmp-view-{view}")
+        with open(path, "ab") as fh:
+            fh.write(self._buffers[view])
+        self._counts[view] = self._counts.get(view, 0) + len(self._buffers[view]) // ENTRY.size
+        self._buffers[view].clear()
 
     def close(self, target: Path) -> dict[str, ViewIndex]:
         """Write the index to ``target`` (views in :data:`VIEWS` order), drop the temporaries, return the layout."""
-        for handle in self._handles.values():
-            handle.close()  # type: ignore[attr-defined]
-        layout = _layout(self._counts)
+        counts = {view: self._counts.get(view, 0) + len(buffer) // ENTRY.size for view, buffer in self._buffers.items()}
+        layout = _layout(counts)
         with open(target, "wb") as out:
             for view in layout:
                 if view in self._files:
                     with open(self._files[view], "rb") as part:
                         shutil.copyfileobj(part, out)
+                out.write(self._buffers[view])
         self.abort()
         return layout
 
     def abort(self) -> None:
         """Drop the temporaries."""
-        for handle in self._handles.values():
-            with contextlib.suppress(Exception):
-                handle.close()  # type: ignore[attr-defined]
         for path in self._files.values():
             path.unlink(missing_ok=True)
-        self._handles, self._files = {}, {}
+        self._files, self._counts = {}, {}
+        self._buffers = {"all": bytearray(), "failed": bytearray()}
 
 
 READ_GAP = 64 * 1024
