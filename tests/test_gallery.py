@@ -29,8 +29,16 @@ from mfpo.gallery import (
     write_dataset_gallery,
     write_gallery,
 )
-from mfpo.pipeline.dataset import DatasetStats, write_dataset
-from mfpo.pipeline.dataset_index import ENTRY, INDEX_FILE, READ_GAP, VIEWS, read_view, record_views
+from mfpo.pipeline.dataset import DatasetStats, DatasetWriter, write_dataset
+from mfpo.pipeline.dataset_index import (
+    ENTRY,
+    INDEX_FILE,
+    READ_GAP,
+    VIEWS,
+    ViewIndexWriter,
+    read_view,
+    record_views,
+)
 from mfpo.regions.masks import annotation_mask, mask_area, mask_box
 from mfpo.schemas import Failure, KeywordScore, PerturbationRecord, PreferenceItem, RegionRecord, ResultRecord
 from mfpo.synth import SynthConfig, generate_scenes
@@ -349,9 +357,10 @@ def test_filters_thumbnails_enlargement_and_the_id_list_in_chromium(tmp_path: Pa
         assert page.csp_errors == []
 
 
-def test_the_index_pages_a_filter_reading_only_its_page(tmp_path: Path) -> None:
+def test_the_index_pages_a_filter_reading_only_its_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """3,000 records: each filter's entries are exactly its records, and a page of a sparse filter reads the
     index page and its own lines, not the dataset."""
+    monkeypatch.setattr(ViewIndexWriter, "SPILL", 10 * ENTRY.size)  # the buffers spill to their files often
     rng = random.Random(3)
     perturbation = PerturbationRecord(mode="auto", noise_step=500, schedule="linear", seed=0, fallback=False)
     records = []
@@ -367,6 +376,11 @@ def test_the_index_pages_a_filter_reading_only_its_page(tmp_path: Path) -> None:
             keywords_not_found=["cat"] if rng.random() < 0.1 else [],
             perturbation=perturbation.model_copy(update={"fallback": fallback})))
     failures = [Failure(row=k, reason=f"bad {k}", stage="image") for k in range(0, 3000, 97)]
+    aborted = DatasetWriter(tmp_path)
+    for record in records[:200]:
+        aborted.add_record(record)
+    aborted.abort()
+    assert list(tmp_path.iterdir()) == []  # an error leaves nothing behind, spilled views included
     stats = write_dataset(tmp_path, records, failures)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["dataset.jsonl", "dataset.parquet", "failures.jsonl", INDEX_FILE, "stats.json"])  # no temporaries left
