@@ -313,3 +313,24 @@ def test_a_big_upload_neither_blocks_the_server_nor_extracts_its_zip(api, items,
     assert len(r.json()["accepted"]) == 3000
     assert len(latencies) >= 5 and max(latencies) < 1.0, max(latencies)  # the loop stayed free
     assert largest_spool[0] <= len(rows) + len(archive) + 1_000_000  # nothing extracted
+
+
+def test_a_missing_bucket_is_503_with_the_reason(tmp_path):
+    """With a bucket that does not exist (and MFPO_S3_CREATE_BUCKET unset), /readyz and the API answer 503 with the
+    reason, not 500 "internal error" with the reason only in the server log."""
+    from support.s3_server import running_s3_server
+
+    from mfpo.storage.settings import S3Settings
+
+    with running_s3_server() as s3:
+        env = s3.env()
+        s3_settings = S3Settings(endpoint=env["MFPO_S3_ENDPOINT"], access_key=env["MFPO_S3_ACCESS_KEY"],
+                                 secret_key=env["MFPO_S3_SECRET_KEY"], secure=False, bucket="no-such-bucket")
+        platform = PlatformSettings(redis_url=redis_url_for_tests(11 + xdist_index()), s3=s3_settings,
+                                    queue_prefix=f"b{uuid.uuid4().hex[:6]}-")
+        app = create_app(GatewaySettings(api_keys=SecretStr(KEYS)), platform)
+        with TestClient(app) as client:
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and "no-such-bucket" in ready.json()["checks"]["store"]
+            r = client.post("/v1/jobs", json={"name": "x"}, headers=ACME)
+            assert r.status_code == 503 and "MFPO_S3_CREATE_BUCKET" in r.json()["detail"], r.text

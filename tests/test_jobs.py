@@ -8,6 +8,7 @@ the streamed dataset.
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 import uuid
@@ -28,6 +29,7 @@ from mfpo.jobs import (
     JobKeys,
     JobNotFinished,
     JobNotFound,
+    JobState,
     JobStore,
     PlatformSettings,
     Submission,
@@ -395,3 +397,34 @@ def test_preference_items_refuse_non_finite_numbers():
         PreferenceItem.model_validate({"image": "x", "question": "q", "chosen": "c", "rejected": "r",
                                        "annotations": [{"label": "a", "polygon": [[0, 0], [1, float("nan")],
                                                                                   [2, 2]]}]})
+
+
+def test_the_eta_follows_the_recent_rate_not_the_jobs_age(redis_client, settings):
+    """A job idle for an hour before its items came reports the rate of its recent completions."""
+    state = JobState(redis_client, settings.queue_prefix, "acme", uuid.uuid4().hex[:16])
+    state.init()
+    now = time.time()
+    assert state.recent_rate(120, now=now) is None  # nothing finished yet: no rate, no made-up ETA
+    for k in range(5):  # 5 chunks of 10 items, one every 2 s, just now
+        redis_client.zadd(state.key("rate"), {f"c{k}:10": now - 10 + 2 * k})
+    redis_client.zadd(state.key("rate"), {"old:1000": now - 3600})  # long ago: outside the window
+    assert state.recent_rate(120, now=now) == pytest.approx(40 / 10)  # 4 chunks after the first, over 10 s
+
+
+def test_a_stage_whose_process_keeps_dying_is_given_up_with_a_reason(jobs, items, redis_client, settings):
+    """A chunk whose stage was started stage_max_attempts times without finishing (its process killed by the hard
+    time limit or the kernel) ends: its items fail with the reason and the job can finish."""
+    settings = settings.model_copy(update={"stage_max_attempts": 2})
+    job, state = new_job(jobs, redis_client, settings)
+    sender = RecordingSender()
+    submit(jobs, state, sender, job, settings, items[:4])
+    [chunk] = jobs.stored_chunks(job)
+    for _ in range(2):  # two starts that never finished (the worker was killed each time)
+        state.attempt(chunk, "keywords")
+    drain(sender, jobs, redis_client, settings)
+    close(jobs, state, sender, job, settings)
+    drain(sender, jobs, redis_client, settings)
+    failures = [json.loads(line) for line in jobs.store.get(f"{JobKeys('acme', job.id).dataset}/failures.jsonl")
+                .decode().splitlines()]
+    assert len(failures) == 4 and all("keywords stopped 2 times" in f["reason"] for f in failures)
+    assert dataset_ids(jobs, job) == [] and state.counts().failed == 4

@@ -357,10 +357,11 @@ class JobState:
         entries = self.redis.zrangebyscore(self.key("rate"), now - window_s, "+inf", withscores=True)
         if not entries:
             return None
-        items = sum(int(_str(m).rsplit(":", 1)[1]) for m, _ in entries)
-        first = min(score for _, score in entries)
-        span = max(now - first, 1e-3) if len(entries) > 1 else window_s
-        return items / span
+        sizes = [int(_str(m).rsplit(":", 1)[1]) for m, _ in entries]  # in completion order
+        if len(entries) == 1:  # one completion: as if spread over the whole window (a cautious rate)
+            return sizes[0] / window_s
+        # the items finished after the first completion, over the time since it (a stall lowers the rate)
+        return sum(sizes[1:]) / max(now - entries[0][1], 1e-3)
 
     # -- submissions -----------------------------------------------------------------------------
 

@@ -239,7 +239,7 @@ class S3Store(ObjectStore):
         scheme = "https" if self.config.secure else "http"
         return (
             f"bucket {self.bucket!r} does not exist at endpoint {scheme}://{self.config.endpoint}; "
-            "create it or set create_bucket=True"
+            "create it, or set create_bucket=True (MFPO_S3_CREATE_BUCKET=true for the platform)"
         )
 
     def _ensure_bucket(self) -> None:
