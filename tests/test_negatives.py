@@ -30,7 +30,7 @@ from mfpo.negatives.clip_score import eq9_scores, least_similar, split_sentences
 from mfpo.negatives.config import DiffusersInpaintConfig
 from mfpo.negatives.diffusers_inpaint import working_size
 from mfpo.negatives.fill import FillInpainter, fill_image, pull, relax
-from mfpo.negatives.inpaint import composite, mask_bbox
+from mfpo.negatives.inpaint import composite, dilate_mask, mask_bbox
 from mfpo.negatives.mbpo import pgd_step, project, random_start, to_uint8
 from mfpo.negatives.mdpo import (
     CropBox,
@@ -225,6 +225,21 @@ def test_composite_bbox_and_paste_by_hand():
     assert composite(base, other, mask)[..., 0].tolist() == [[0, 9, 0, 0], [0, 9, 9, 0], [0, 0, 0, 0]]
     assert mask_bbox(mask) == (0, 2, 1, 3) and mask_bbox(np.zeros((3, 4), bool)) is None
     assert np.array_equal(paste(base, mask, (0, 2, 1, 3), other[0:2, 1:3]), composite(base, other, mask))
+
+
+def test_dilate_mask_equals_the_square_max_pool():
+    from mfpo.segmentation.masks import dilate
+
+    rng = np.random.default_rng(4)
+    for pixels in (0, 1, 3, 15):
+        for _ in range(5):
+            mask = np.zeros((40, 50), dtype=bool)
+            y, x = rng.integers(0, 40), rng.integers(0, 50)
+            mask[y : y + rng.integers(1, 12), x : x + rng.integers(1, 12)] = True
+            mask &= rng.random((40, 50)) < 0.7  # ragged
+            assert np.array_equal(dilate_mask(mask, pixels), dilate(mask, pixels))
+    assert dilate_mask(_box_mask(0, 1, 0, 1, (4, 4)), 1).sum() == 4  # clipped at the border
+    assert not dilate_mask(np.zeros((4, 4), bool), 2).any()
 
 
 def test_diffusers_working_size_by_hand():

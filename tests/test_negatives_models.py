@@ -331,4 +331,4 @@ def test_cli_models_tiny_writes_the_constructors_models(tmp_path):
     assert f"sam: {tmp_path / 'sam_vit_tiny.pth'}" in made.output  # the region models as before
     assert ClipScorer(ClipScoreConfig(model_path=str(tmp_path / "clip"), device="cpu")).logit_scale > 0
     inpainter = DiffusersInpainter(DiffusersInpaintConfig(model_path=str(tmp_path / "sd-inpainting"), device="cpu"))
-    assert inpainter.multiple == 8
+    assert inpainter.multiple == 16  # latents at 1/8 (VAE), halved once by the UNet: sides in multiples of 16

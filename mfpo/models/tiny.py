@@ -400,9 +400,9 @@ def write_tiny_sd_inpainting(out_dir: Path, seed: int = 0) -> Path:
     Loadable offline with ``AutoPipelineForInpainting.from_pretrained``, like
     stable-diffusion-v1-5/stable-diffusion-inpainting: ``UNet2DConditionModel`` with 9 input channels
     (4 latent + 1 mask + 4 masked-image latent) and 4 output, blocks (16, 32) (one cross-attention block,
-    cross-attention dim 32); ``AutoencoderKL`` with blocks (16, 32) (latents at 1/2 the image side, 4
-    channels); ``CLIPTextModel`` (:func:`tiny_clip_text_config`, 16 positions) + :func:`write_clip_tokenizer`;
-    ``PNDMScheduler`` with SD-1.5's settings; no safety checker.
+    cross-attention dim 32); ``AutoencoderKL`` with four blocks (8, 16, 32, 32), so latents are at 1/8 of the
+    image side with 4 channels, as SD's; ``CLIPTextModel`` (:func:`tiny_clip_text_config`, 16 positions) +
+    :func:`write_clip_tokenizer`; ``PNDMScheduler`` with SD-1.5's settings; no safety checker.
     """
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -418,9 +418,9 @@ def write_tiny_sd_inpainting(out_dir: Path, seed: int = 0) -> Path:
             cross_attention_dim=32, attention_head_dim=2, norm_num_groups=8,
         )
         vae = AutoencoderKL(
-            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(16, 32), latent_channels=4,
-            norm_num_groups=8, sample_size=64,
+            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 16, 32, 32), latent_channels=4,
+            layers_per_block=1, norm_num_groups=8, sample_size=64,
         )
         text_encoder = CLIPTextModel(text_config)
     scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,

@@ -37,12 +37,11 @@ import numpy.typing as npt
 from mfpo.negatives.base import NegativeRequest, NegativeResult, check_image, derive_seed, negatives_error
 from mfpo.negatives.clip_score import ClipScorer, eq9_scores, least_similar, split_sentences
 from mfpo.negatives.config import AdavipConfig
-from mfpo.negatives.inpaint import Inpainter, mask_bbox
+from mfpo.negatives.inpaint import Inpainter, dilate_mask, mask_bbox
 from mfpo.negatives.noise import global_negative
 from mfpo.perturbation import PerturbationConfig
 from mfpo.regions.base import Region, RegionProvider, RegionRequest
 from mfpo.regions.masks import mask_box
-from mfpo.segmentation.masks import dilate
 
 UInt8Image = npt.NDArray[np.uint8]
 BoolMask = npt.NDArray[np.bool_]
@@ -83,7 +82,7 @@ def collect_candidates(request: NegativeRequest, detections: Sequence[Region], c
 ]:
     """AdaViP's M (eq. 5-7) for one item: keyword regions first, then detections; (candidates, skipped).
 
-    Each mask is dilated by ``mask_dilation`` (:func:`mfpo.segmentation.masks.dilate`). Skipped, with a
+    Each mask is dilated by ``mask_dilation`` (:func:`mfpo.negatives.inpaint.dilate_mask`). Skipped, with a
     reason: an object mask under ``min_mask_fraction``; a dilated mask over ``max_mask_fraction``; a
     detection of a label that is already a candidate or whose mask has IoU >= ``same_object_iou`` with an
     earlier candidate; anything past ``max_candidates``.
@@ -105,7 +104,7 @@ def collect_candidates(request: NegativeRequest, detections: Sequence[Region], c
         if area == 0.0 or area < config.min_mask_fraction:
             skip(f"mask too small ({area:.5f} < {config.min_mask_fraction})")
             continue
-        mask = dilate(region.mask, config.mask_dilation)
+        mask = dilate_mask(region.mask, config.mask_dilation)
         grown = float(mask.mean())
         if grown > config.max_mask_fraction:
             skip(f"dilated mask covers {grown:.3f} of the image (> {config.max_mask_fraction})")
