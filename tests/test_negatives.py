@@ -6,6 +6,7 @@ The model-backed paths (CLIP, diffusers inpainting, the LLaVA attack) are in tes
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -403,6 +404,7 @@ def test_construct_the_cpu_kinds_deterministically():
         assert [r.kind for r in first] == [kind, kind]
         for a, b in zip(first, again, strict=True):
             assert np.array_equal(a.image, b.image) and a.details == b.details and a.response is None
+            assert json.loads(json.dumps(a.details)) == a.details  # record-ready
     mfpo = construct_negatives("mfpo", requests, config, noise)
     assert mfpo[0].fallback is None and mfpo[1].fallback == "global_noise" and mfpo[1].mask.all()
     assert mfpo[0].mask.sum() == 400

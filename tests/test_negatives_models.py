@@ -10,6 +10,7 @@ greedy answer on the stored image; everything is deterministic for a seed; each 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -149,6 +150,7 @@ def test_adavip_removes_the_candidate_least_like_the_answer(models):
         assert np.array_equal(result.image, candidates[chosen]) and np.array_equal(result.mask, masks[chosen])
         assert np.array_equal(result.image[~masks[chosen]], request.image[~masks[chosen]])
         assert result.fallback is None and result.kind == "adavip" and result.details["inpainter"] == "fill"
+        assert json.loads(json.dumps(result.details)) == result.details  # record-ready
         assert listed[0]["box"] == [2.0, 2.0, 26.0, 22.0] and listed[0]["area"] == pytest.approx(20 * 24 / (H * W))
 
 
@@ -162,6 +164,7 @@ def test_adavip_falls_back_to_global_noise_with_the_reason(models):
         image, _, _ = global_negative(request.image, request.seed, NOISE)
         assert result.fallback == "global_noise" and np.array_equal(result.image, image) and result.mask.all()
         assert result.details["candidates"] == [] and result.details["chosen"] is None
+        json.dumps(result.details)
     assert results[0].details["reason"] == "no usable candidate object (no region, no detection)"
     assert results[1].details["reason"] == "no usable candidate object (all skipped)"
     assert results[1].details["skipped"][0]["reason"].startswith("mask too small")
@@ -275,7 +278,8 @@ def test_mbpo_attack_stays_in_budget_raises_its_objective_and_answers(models, ob
     attacker = get_attacker(config)
     requests = [_request(1), _request(2), _request(5)]
     results = mbpo_negatives(requests, config, attacker)
-    again = mbpo_negatives(requests, config, attacker)
+    with torch.inference_mode():  # as a stage may call it: the attack turns its gradients back on
+        again = mbpo_negatives(requests, config, attacker)
     for request, result, repeat in zip(requests, results, again, strict=True):
         view = attacker.model_view(request.image)
         change = np.abs(result.image.astype(int) - view.astype(int))
@@ -284,6 +288,7 @@ def test_mbpo_attack_stays_in_budget_raises_its_objective_and_answers(models, ob
         assert result.response == attacker.answer([result.image], [request.question], 6)[0]  # the stored image's
         assert isinstance(result.response, str) and result.kind == "mbpo" and result.mask is None
         assert np.array_equal(result.image, repeat.image) and result.response == repeat.response
+        assert json.loads(json.dumps(result.details)) == result.details  # record-ready
     assert len([k for k in loaded_models() if k[0] == "mbpo"]) == 1
 
 

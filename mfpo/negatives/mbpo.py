@@ -184,7 +184,13 @@ class LlavaAttacker:
     def attack(self, views: Sequence[UInt8Image], seeds: Sequence[int], questions: Sequence[str],
                answers: Sequence[str], cfg: MbpoConfig) -> tuple[list[UInt8Image], list[float], list[float]]:
         """PGD with ``cfg``'s budget on a batch of model views (uint8 (S, S, 3)); returns the attacked views
-        (uint8 (S, S, 3)), L(x0) and L(attacked view) per item."""
+        (uint8 (S, S, 3)), L(x0) and L(attacked view) per item. Gradients are on even when the caller runs under
+        ``torch.inference_mode`` / ``no_grad``."""
+        with torch.inference_mode(False), torch.enable_grad():
+            return self._attack(views, seeds, questions, answers, cfg)
+
+    def _attack(self, views: Sequence[UInt8Image], seeds: Sequence[int], questions: Sequence[str],
+                answers: Sequence[str], cfg: MbpoConfig) -> tuple[list[UInt8Image], list[float], list[float]]:
         x0 = torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2).to(self.device, torch.float32) / 255.0
         eps, alpha = cfg.epsilon / 255.0, cfg.step_size / 255.0
         with torch.no_grad():
