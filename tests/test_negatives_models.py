@@ -77,8 +77,8 @@ def _request(seed: int = 1, regions: Sequence[Region] | None = None, chosen: str
 
 
 def _adavip(models: dict[str, Path], **update) -> AdavipConfig:
-    return AdavipConfig(clip=ClipScoreConfig(model_path=str(models["clip"]), device="cpu", batch_size=3),
-                        mask_dilation=2, **update)
+    clip = ClipScoreConfig(model_path=str(models["clip"]), device="cpu", batch_size=3)
+    return AdavipConfig(**({"clip": clip, "mask_dilation": 2} | update))
 
 
 # -- the tiny writers ---------------------------------------------------------------------------
@@ -237,6 +237,14 @@ def test_adavip_detector_candidates_come_from_the_grounded_provider(models, tmp_
         assert "dog" not in [c["label"] for c in result.details["candidates"] if c["source"] == "detector"]
     with pytest.raises(ValueError, match="needs the grounded provider"):
         adavip_negatives(requests, config, FillInpainter(), get_clip_scorer(config.clip), NOISE, None)
+
+
+def test_a_candidate_the_inpainter_rejects_fails_its_own_item(models):
+    config = _adavip(models, max_mask_fraction=1.0, mask_dilation=0)
+    whole = Region(np.ones((H, W), bool), "global", "everything")  # nothing left to fill it from
+    requests = [_request(1), _request(2, regions=[whole]), _request(5)]
+    with pytest.raises(ItemError, match="item item-2: inpainting candidate 'everything' failed: nothing to fill from"):
+        adavip_negatives(requests, config, FillInpainter(), get_clip_scorer(config.clip), NOISE)
 
 
 def test_adavip_items_fail_alone(models):

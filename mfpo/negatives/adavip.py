@@ -133,6 +133,29 @@ def paste(image: UInt8Image, mask: BoolMask, box: tuple[int, int, int, int], pat
     return out
 
 
+def inpaint_candidates(inpainter: Inpainter, requests: Sequence[NegativeRequest],
+                       plans: Sequence[tuple[list[Candidate], list[dict[str, Any]]]],
+                       part: Sequence[tuple[int, int]]) -> list[UInt8Image]:
+    """Eq. 8 for a batch of (item, candidate) pairs: one inpainter call, candidate k of an item seeded with
+    ``derive_seed(item seed, "adavip", k)``. An input the inpainter rejects (ValueError) is found by retrying the
+    pairs one by one and fails its own item (:func:`negatives_error`)."""
+    images = [requests[i].image for i, _ in part]
+    masks = [plans[i][0][k].mask for i, k in part]
+    seeds = [derive_seed(requests[i].seed, "adavip", k) for i, k in part]
+    try:
+        return inpainter.inpaint(images, masks, seeds)
+    except ValueError:
+        pass
+    out = []
+    for image, mask, seed, (i, k) in zip(images, masks, seeds, part, strict=True):
+        try:
+            out += inpainter.inpaint([image], [mask], [seed])
+        except ValueError as exc:
+            label = plans[i][0][k].label
+            raise negatives_error(f"inpainting candidate {label!r} failed: {exc}", requests[i].id) from exc
+    return out
+
+
 def check_adavip_request(request: NegativeRequest) -> None:
     """:func:`~mfpo.negatives.base.check_image`, and a chosen answer with at least one sentence (eq. 9 scores
     against it)."""
@@ -173,11 +196,7 @@ def adavip_negatives(
     for start in range(0, len(jobs), step):
         part = jobs[start : start + step]
         masks = [plans[i][0][k].mask for i, k in part]
-        try:
-            filled = inpainter.inpaint([requests[i].image for i, _ in part], masks,
-                                       [derive_seed(requests[i].seed, "adavip", k) for i, k in part])
-        except ValueError as exc:
-            raise negatives_error(f"inpainting failed: {exc}", requests[part[0][0]].id) from exc
+        filled = inpaint_candidates(inpainter, requests, plans, part)
         for (i, k), image, emb, mask in zip(part, filled, scorer.embed_images(filled), masks, strict=True):
             box = mask_bbox(mask)
             assert box is not None  # candidates have non-empty masks

@@ -102,9 +102,9 @@ class LlavaAttacker:
         image_processor = self.processor.image_processor
         self.mean = torch.tensor(image_processor.image_mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(image_processor.image_std, device=self.device).view(1, 3, 1, 1)
-        inner = getattr(self.model, "model", self.model)
-        self.vision_tower = getattr(inner, "vision_tower", None) or self.model.vision_tower
-        self.projector = getattr(inner, "multi_modal_projector", None) or self.model.multi_modal_projector
+        # transformers >= 4.52 keeps the towers in model.model (LlavaModel); earlier versions on the model itself
+        inner = self.model.model if hasattr(getattr(self.model, "model", None), "vision_tower") else self.model
+        self.vision_tower, self.projector = inner.vision_tower, inner.multi_modal_projector
         self.weight_dtype = next(self.model.parameters()).dtype
 
     # -- the model's inputs -----------------------------------------------------------------------
