@@ -2,7 +2,7 @@
 
 What the authors' code does (commit ec316ce8, the only corruption of the image anywhere in it):
 
-- ``mdpo_trainer.py`` ``concatenated_forward`` (lines 69-77) calls the model a third time with the chosen
+- ``mdpo_trainer.py`` ``concatenated_forward`` (lines 71-80) calls the model a third time with the chosen
   answer, the same image batch and ``mask_visual_tokens=True``: the "imageless" / conditional rejected
   sample (chosen answer, corrupted image); nothing else is done to the image there.
 - ``bunny/modeling_bunny_phi.py`` ``mDPOBunnyPhiForCausalLM.forward`` (lines 2326-2327): with
@@ -13,18 +13,22 @@ What the authors' code does (commit ec316ce8, the only corruption of the image a
 
   i.e. torchvision's RandomResizedCrop with its defaults otherwise (ratio (3/4, 4/3), bilinear,
   antialias=True), resized back to the image's own size, drawn from torch's global RNG.
-- the image it crops is the processed one (``bunny/data_collator_bunny_phi.py`` line 96,
-  ``process_images``: Bunny's ``image_aspect_ratio='pad'`` -> ``expand2square`` with
-  ``int(255 * image_mean)`` then the SigLIP processor's 384x384 resize), so the crop's proportions
-  are relative to the padded square at the model's resolution.
+- the image it crops is the processed one (``bunny/data_collator_bunny_phi.py`` line 96 calls
+  ``process_images``, ``bunny/modeling_bunny_phi.py`` lines 2291-2300: with the checkpoint's
+  ``image_aspect_ratio='pad'``, ``expand2square`` with ``int(255 * image_mean)``, then the SigLIP
+  processor's 384x384 bicubic resize), so the crop's proportions are relative to the padded square
+  at the model's resolution.
 
 This module reproduces that as a pure function of (image, seed, config):
 :func:`frame_image` (the processed square), :func:`sample_crop_box` (torchvision 0.29's
 ``RandomResizedCrop.make_params`` line for line, on a ``torch.Generator`` seeded with the item's
 seed instead of the global RNG: for seed s it draws exactly what torchvision draws after
 ``torch.manual_seed(s)``), :func:`resized_crop` (torchvision's tensor kernel: crop, then
-``interpolate(bilinear, align_corners=False, antialias=True)``). Where we differ from the authors:
-the image is resized *before* it is padded (memory stays O(output_size^2) for any input; the two
+``interpolate(bilinear, align_corners=False, antialias=True)``; the crop is always upsampled, where
+antialiasing changes nothing, so torchvision versions that default it off agree). Where we differ from
+the authors: their crop is drawn anew at every forward pass (the policy's and the reference model's
+passes of one step even see different crops), ours once per item and seed, as a dataset holds it; the
+image is resized *before* it is padded (memory stays O(output_size^2) for any input; the two
 orders differ by the bicubic blend along the padding edge and <= 1 px of offset), and the result is
 stored as 8-bit pixels (crop, resize and the processor's normalisation commute, so the only loss is
 rounding, <= 0.5 level).
