@@ -14,10 +14,11 @@ What the authors' code does (commit ec316ce8, the only corruption of the image a
   i.e. torchvision's RandomResizedCrop with its defaults otherwise (ratio (3/4, 4/3), bilinear,
   antialias=True), resized back to the image's own size, drawn from torch's global RNG.
 - the image it crops is the processed one (``bunny/data_collator_bunny_phi.py`` line 96 calls
-  ``process_images``, ``bunny/modeling_bunny_phi.py`` lines 2291-2300: with the checkpoint's
-  ``image_aspect_ratio='pad'``, ``expand2square`` with ``int(255 * image_mean)``, then the SigLIP
-  processor's 384x384 bicubic resize), so the crop's proportions are relative to the padded square
-  at the model's resolution.
+  ``process_images``, ``bunny/modeling_bunny_phi.py`` lines 2291-2300: when the model config says
+  ``image_aspect_ratio='pad'``, as Bunny and LLaVA-1.5 train, ``expand2square`` with
+  ``int(255 * image_mean)``; then the SigLIP processor's 384x384 bicubic resize), so the crop's
+  proportions are relative to the padded square at the model's resolution (``frame="pad_square"``;
+  without 'pad' the processor resizes the image as it is: ``frame="native"``).
 
 This module reproduces that as a pure function of (image, seed, config):
 :func:`frame_image` (the processed square), :func:`sample_crop_box` (torchvision 0.29's
