@@ -106,10 +106,16 @@ def generate_options(
     sam_checkpoint: Path | None = None,
     sam_type: str | None = None,
     device: str | None = None,
+    negatives: str | None = None,
+    clip_model: Path | None = None,
+    inpainting_model: Path | None = None,
+    policy_model: Path | None = None,
 ) -> dict[str, Any]:
     """GenerateConfig options: the ``--config`` file's, overridden only by the flags actually given (not None).
 
     ``--device`` applies to the models given on the command line (grounding and SAM), or to those of the file.
+    ``negatives``: comma-separated kinds (``mfpo,mdpo``); ``--inpainting-model`` also selects the diffusers
+    inpainter for adavip.
     """
     options = json.loads(json.dumps(file_options))  # a deep copy: the caller's dict is left alone
 
@@ -142,6 +148,15 @@ def generate_options(
         for model in ("grounding", "sam"):
             if isinstance(options.get("regions"), dict) and isinstance(options["regions"].get(model), dict):
                 options["regions"][model]["device"] = device
+    if negatives is not None:
+        section("negatives")["kinds"] = [k.strip() for k in negatives.split(",") if k.strip()]
+    if clip_model is not None:
+        section("negatives", "adavip", "clip")["model_path"] = str(clip_model)
+    if inpainting_model is not None:
+        section("negatives", "adavip", "diffusers")["model_path"] = str(inpainting_model)
+        section("negatives", "adavip")["inpainter"] = "diffusers"
+    if policy_model is not None:
+        section("negatives", "mbpo")["model_path"] = str(policy_model)
     return options
 
 
@@ -204,6 +219,22 @@ def generate(
         str | None, typer.Option(help="Device of the grounding and SAM models: auto | cpu | cuda | cuda:N "
                                  f"(regions.grounding.device, regions.sam.device; {_SEE_OPTIONS}).")
     ] = None,
+    negatives: Annotated[
+        str | None,
+        typer.Option(help="Rejected-image constructors, comma-separated, the first one's image is rejected_image: "
+                     "mfpo | adavip | mdpo | mbpo | global (negatives.kinds; default mfpo). README: method table."),
+    ] = None,
+    clip_model: Annotated[
+        Path | None, typer.Option(help="CLIP transformers folder: AdaViP's eq. 9 choice (negatives.adavip.clip).")
+    ] = None,
+    inpainting_model: Annotated[
+        Path | None, typer.Option(help="diffusers inpainting pipeline folder: AdaViP's object removal (else the "
+                                  "classical fill; negatives.adavip.diffusers).")
+    ] = None,
+    policy_model: Annotated[
+        Path | None, typer.Option(help="LLaVA-1.5 transformers folder: the policy MBPO attacks and answers with "
+                                  "(negatives.mbpo.model_path).")
+    ] = None,
 ) -> None:
     """Make the MFPO image-preference dataset for INPUT into OUT.
 
@@ -230,7 +261,8 @@ def generate(
     options = generate_options(
         file_options, top_k=top_k, regions=regions.value if regions else None, noise_step=noise_step,
         schedule=schedule, seed=seed, grounding_model=grounding_model, sam_checkpoint=sam_checkpoint,
-        sam_type=sam_type.value if sam_type else None, device=device,
+        sam_type=sam_type.value if sam_type else None, device=device, negatives=negatives, clip_model=clip_model,
+        inpainting_model=inpainting_model, policy_model=policy_model,
     )
     try:
         config = GenerateConfig.model_validate(options)
@@ -243,6 +275,13 @@ def generate(
             build_resources(config.regions)
         except (OSError, ValueError, RuntimeError) as exc:
             _fail(str(exc))
+    if any(k in ("adavip", "mbpo") for k in config.negatives.kinds):
+        from mfpo.negatives.models import load_models
+
+        try:  # likewise the constructors' CLIP / inpainter / policy
+            load_models(config.negatives)
+        except (OSError, ValueError, RuntimeError) as exc:
+            _fail(f"cannot load the negatives' models: {exc}")
     total = _count_rows(input_path)
     n_workers = workers or os.cpu_count() or 1
     try:
@@ -290,6 +329,10 @@ def export(
     dataset_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Folder made by `mfpo generate`.")],
     fmt: Annotated[ExportFormat, typer.Option("--format", help="Target layout.")],
     dest: Annotated[Path, typer.Option("--out", help="Output path (file or folder, per format).")],
+    negatives: Annotated[
+        str | None, typer.Option(help="Rejected images to export: mfpo | adavip | mdpo | mbpo (its answers too) | "
+                                      "global (default: each record's rejected_image, the job's first kind).")
+    ] = None,
 ) -> None:
     """Export a generated dataset for a trainer: TRL vision DPO, RLAIF-V, HF datasets Parquet, or LLaMA-Factory.
 
@@ -300,7 +343,7 @@ def export(
     if not (dataset_dir / "dataset.jsonl").is_file():
         _fail(f"{dataset_dir} has no dataset.jsonl: run `mfpo generate` first")
     try:
-        written = export_dataset(dataset_dir, fmt.value, dest)
+        written = export_dataset(dataset_dir, fmt.value, dest, negatives=negatives)
     except (FileNotFoundError, ValueError) as exc:  # EmptyDatasetError is a ValueError
         _fail(str(exc))
     typer.echo(f"wrote {written}")

@@ -55,7 +55,7 @@ from typing import Literal
 
 from mfpo.pipeline.dataset import DatasetStats
 from mfpo.pipeline.dataset_index import VIEW_LABELS, VIEWS, ViewIndex, mask_area, record_views, view_counts
-from mfpo.schemas import Failure, KeywordScore, ResultRecord
+from mfpo.schemas import Failure, KeywordScore, NegativeRecord, ResultRecord
 
 Layout = Literal["cards", "thumbs"]
 
@@ -112,6 +112,9 @@ main { padding: 16px 24px; display: grid; gap: 16px; }
 .badge.nf { background: #e4e9ff; color: #243c8f; }
 .badge.failed { background: #fbd9d6; color: var(--warn); }
 .images { display: grid; grid-template-columns: repeat(2, minmax(0, 360px)); gap: 12px; }
+.negatives { display: grid; grid-template-columns: repeat(auto-fill, minmax(140px, 1fr)); gap: 8px; margin-top: 8px; }
+.negatives img { width: 100%; height: auto; display: block; }
+.negatives figcaption { font-size: 12px; }
 .card:target .images { display: flex; flex-wrap: wrap; align-items: flex-start; }
 .card:target figure { max-width: 100%; }
 figure { margin: 0; min-width: 0; }
@@ -321,7 +324,7 @@ def _href(out_dir: Path, page_dir: Path, rel: str) -> str:
 def _missing(out_dir: Path, record: ResultRecord) -> list[str]:
     """The record's image files that are absent or whose path is not usable."""
     missing = []
-    for rel in (record.image, record.rejected_image, record.mask):
+    for rel in record.files():
         try:
             ok = _inside(out_dir, rel, "image path").is_file()
         except ValueError:
@@ -355,6 +358,8 @@ def summarize(records: Sequence[ResultRecord], failures: int = 0) -> DatasetStat
     stats.modes = dict(Counter(r.perturbation.mode for r in records))
     stats.noise_steps = sorted({r.perturbation.noise_step for r in records})
     stats.views = view_counts(records, failures)
+    stats.negatives = dict(Counter(kind for r in records for kind in r.negatives))
+    stats.negative_fallbacks = dict(Counter(k for r in records for k, n in r.negatives.items() if n.fallback))
     return stats
 
 
@@ -371,6 +376,10 @@ def _summary(stats: DatasetStats, failures_html: str, broken: int) -> str:
         ("modes", _esc(", ".join(f"{m} {c}" for m, c in sorted(stats.modes.items())) or "none")),
         ("noise step t", _esc(", ".join(map(str, stats.noise_steps)) or "none")),
     ]
+    if stats.negatives and list(stats.negatives) != ["mfpo"]:
+        kinds = [f"{k} {c}" + (f" ({stats.negative_fallbacks[k]} fell back)" if stats.negative_fallbacks.get(k) else "")
+                 for k, c in stats.negatives.items()]
+        items.append(("rejected images", _esc(", ".join(kinds))))
     if broken:
         items.append(("records with missing files", f'<span class="warn">{broken}</span>'))
     cells = "".join(f"<div><dt>{k}</dt><dd>{v}</dd></div>" for k, v in items)
@@ -527,6 +536,7 @@ name="f{n}" id="f{n}-o"><input type="radio" class="ctl flip-b" name="f{n}" id="f
 {flip}
 {overlay}
 </div>
+{_negatives_strip(r, src)}
 {_legend(r, classes)}
 <dl class="texts">{system_row}
 <dt>Question</dt><dd class="question">{_esc(r.question)}</dd>
@@ -535,6 +545,46 @@ name="f{n}" id="f{n}-o"><input type="radio" class="ctl flip-b" name="f{n}" id="f
 </dl>
 {_details(r, classes)}
 </article>"""
+
+
+def negative_caption(kind: str, negative: NegativeRecord) -> str:
+    """One line on how ``kind``'s rejected image was made: the removed object and its eq. 9 score (adavip), the
+    crop (mdpo), the measured budget (mbpo), the noised fraction (mfpo, global)."""
+    d = negative.details
+    if kind == "adavip" and d.get("chosen") is not None and d.get("candidates"):
+        chosen = d["candidates"][d["chosen"]]
+        others = len(d["candidates"]) - 1
+        return (f"removed {_esc(chosen.get('label') or 'object')} (CLIP {float(chosen['score']):.2f}; "
+                f"{others} other candidate{'s' if others != 1 else ''})")
+    if kind == "mdpo" and isinstance(d.get("crop"), dict):
+        c = d["crop"]
+        size = f"{_esc(c.get('width'))}&times;{_esc(c.get('height'))}"
+        return f"crop {size} at ({_esc(c.get('left'))}, {_esc(c.get('top'))})"
+    if kind == "mbpo" and "linf" in d:
+        return f"PGD {_esc(d.get('steps'))} steps, L&infin; {_esc(d['linf'])}/255"
+    if "area_fraction" in d:
+        return f"noise on {100 * float(d['area_fraction']):.0f}% of the image"
+    return ""
+
+
+def _negatives_strip(r: ResultRecord, src: Callable[[str], str | None]) -> str:
+    """Every rejected-image kind of the record side by side (shown when the job made more than MFPO's noise)."""
+    if not r.negatives or list(r.negatives) == ["mfpo"]:
+        return ""
+    figures = []
+    for kind, negative in r.negatives.items():
+        image = src(negative.image)
+        picture = _img(image, f"{kind} rejected image") if image is not None else _figure_missing(kind)
+        badge = f' <span class="badge">fallback: {_esc(negative.fallback)}</span>' if negative.fallback else ""
+        link = f" &middot; {_full(image, 'full size')}" if image is not None else ""
+        figures.append(f'<figure class="negative" data-kind="{_esc(kind)}">{picture}<figcaption><b>{_esc(kind)}</b>'
+                       f"{badge} {negative_caption(kind, negative)}{link}</figcaption></figure>")
+    response = ""
+    mbpo = r.negatives.get("mbpo")
+    if mbpo is not None and mbpo.response:
+        response = (f'<dl class="texts"><dt>MBPO rejected</dt><dd class="rejected mbpo">'
+                    f"{word_diff(r.chosen, mbpo.response)}</dd></dl>")
+    return f'<div class="negatives">{"".join(figures)}</div>{response}'
 
 
 _RAW_CHARS = 4000

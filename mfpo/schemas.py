@@ -9,7 +9,7 @@ trainer consumes. Image references inside an item are strings: a filesystem path
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -142,8 +142,34 @@ class PerturbationRecord(BaseModel):
     fallback: bool = Field(description="True when no region was found and the whole image was noised.")
 
 
+class NegativeRecord(BaseModel):
+    """One constructor's rejected image of an item (``mfpo.negatives``): where it is and how it was made."""
+
+    image: str = Field(description="The rejected image (PNG), relative to the dataset folder.")
+    mask: str = Field(
+        description="PNG of the pixels the method changed, at the rejected image's size (mfpo: the noised regions; "
+        "adavip: the removed object; global, mdpo's crop and mbpo's attack: every pixel).",
+    )
+    response: str | None = Field(
+        default=None, description="mbpo: the policy's greedy answer on the attacked image (the rejected answer)."
+    )
+    fallback: str | None = Field(
+        default=None, description="What was done instead of the method and why (e.g. 'global_noise: ...'); None."
+    )
+    details: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The method's facts: adavip every candidate's label, box and eq. 9 score and the choice; mdpo the "
+        "crop box; mbpo the budget, measured L-inf and objective before/after; mfpo the noised fraction.",
+    )
+
+
 class ResultRecord(BaseModel):
-    """One dataset record. Image paths are relative to the dataset folder."""
+    """One dataset record. Image paths are relative to the dataset folder.
+
+    ``rejected_image``/``mask`` are the first constructor's of the job (``negatives.kinds[0]``, ``mfpo`` by
+    default); ``negatives`` holds every constructor's, by kind (empty in datasets written before constructors:
+    ``rejected_image`` is then MFPO's).
+    """
 
     id: str
     question: str
@@ -166,6 +192,35 @@ class ResultRecord(BaseModel):
     )
     system: str | None = Field(default=None, description=SYSTEM_DESCRIPTION)
     source: dict[str, str] | None = Field(default=None, description=SOURCE_DESCRIPTION)
+    negatives: dict[str, NegativeRecord] = Field(
+        default_factory=dict,
+        description="Each constructor's rejected image by kind (mfpo, adavip, mdpo, mbpo, global), in the job's order.",
+    )
+
+    def files(self) -> list[str]:
+        """Every file the record names (relative paths), each once: image, rejected image, mask, then each kind's."""
+        paths = [self.image, self.rejected_image, self.mask]
+        for negative in self.negatives.values():
+            paths += [negative.image, negative.mask]
+        return list(dict.fromkeys(paths))
+
+    def with_negative(self, kind: str) -> ResultRecord:
+        """This record with ``kind``'s rejected image as ``rejected_image``/``mask`` (and MBPO's answer, when it has
+        one, as ``rejected``): what an exporter or trainer reads. ValueError when the record lacks ``kind``."""
+        negative = self.negative(kind)
+        if negative is None:
+            held = ", ".join(self.negatives) or "mfpo"
+            raise ValueError(f"record {self.id!r} has no {kind!r} rejected image (it holds: {held})")
+        return self.model_copy(update={"rejected_image": negative.image, "mask": negative.mask,
+                                       "rejected": negative.response or self.rejected})
+
+    def negative(self, kind: str) -> NegativeRecord | None:
+        """``kind``'s rejected image; a record without ``negatives`` (older datasets) has MFPO's only."""
+        if self.negatives:
+            return self.negatives.get(kind)
+        if kind == "mfpo":
+            return NegativeRecord(image=self.rejected_image, mask=self.mask)
+        return None
 
 
 class Failure(BaseModel):

@@ -14,6 +14,7 @@ from PIL import Image
 
 from mfpo.exporters import EmptyDatasetError, export_dataset
 from mfpo.images import encode_png
+from mfpo.negatives.config import NEGATIVE_KINDS
 from mfpo.readers import ReadItem, read_items
 from mfpo.schemas import KeywordScore, PerturbationRecord, RegionRecord, ResultRecord
 
@@ -242,7 +243,8 @@ def test_exports_keep_the_system_prompt_and_the_inputs_provenance(out_dir, tmp_p
     assert again.item.source == {k: v for k, v in provenance.items() if k != "note"}
 
     hf = load_hf(export_dataset(out_dir, "hf", tmp_path / "hf.parquet"), tmp_path / "cache")
-    assert set(hf.features) == set(ResultRecord.model_fields)  # every record field
+    kinds = {f"rejected_image_{kind}" for kind in NEGATIVE_KINDS} | {"rejected_mbpo"}
+    assert set(hf.features) == set(ResultRecord.model_fields) | kinds  # every record field, a column per kind
     row = hf[0]
     assert row["system"] == "Be brief." and dict((p["key"], p["value"]) for p in row["source"]) == provenance
     assert hf[1]["system"] is None and hf[1]["source"] is None and hf[1]["source_size"] is None

@@ -110,6 +110,27 @@ def test_job_options_that_cost_time_or_memory_are_bounded(api):
     assert ok.status_code == 201
 
 
+def test_negatives_kinds_are_job_options_and_their_models_the_deployments(api, items):
+    for options, says in (
+        ({"negatives": {"kinds": ["adavip"]}}, "negatives kind 'adavip' needs a deployment with a CLIP model"),
+        ({"negatives": {"kinds": ["mfpo", "mbpo"]}}, "negatives kind 'mbpo' needs a deployment with the policy"),
+        ({"negatives": {"kinds": ["mdpo"], "mbpo": {"model_path": "/etc"}}}, "options.negatives.mbpo.model_path: "
+                                                                             "deployment settings"),
+        ({"negatives": {"kinds": ["mdpo"], "mbpo": {"steps": 500}}}, "negatives.mbpo.steps is above 50"),
+        ({"negatives": {"kinds": ["sd"]}}, "negatives.kinds"),
+        ({"negatives": {"kinds": []}}, "negatives.kinds is empty"),
+        ({"negatives": "mdpo"}, "options.negatives must be an object"),
+    ):
+        r = api.client.post("/v1/jobs", json={"name": "x", "options": options}, headers=ACME)
+        assert r.status_code == 422 and says in r.json()["detail"], (options, r.text)
+    job_id = api.finished_job(items[:5], negatives={"kinds": ["mdpo", "mfpo"]})
+    records = api.client.get(f"/v1/jobs/{job_id}/dataset", params={"format": "jsonl"}, headers=ACME)
+    assert records.status_code == 200, records.text
+    rows = [json.loads(line) for line in records.text.splitlines()]
+    assert len(rows) == 5 and all(list(r["negatives"]) == ["mdpo", "mfpo"] for r in rows)
+    assert all(r["rejected_image"].startswith("rejected-mdpo/") for r in rows)  # the first kind's
+
+
 def test_items_are_listed_by_status_a_page_at_a_time(api, items):
     rows = [dict(r) for r in items]
     rows[3] = {**rows[3], "image": data_uri(png(20, 20)[:-12])}  # refused at intake: not listed

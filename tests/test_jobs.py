@@ -41,7 +41,7 @@ from mfpo.jobs.intake import read_image_reference, validate_item
 from mfpo.jobs.recovery import reconcile_job
 from mfpo.pipeline.config import GenerateConfig
 from mfpo.schemas import PreferenceItem, ResultRecord
-from mfpo.stages import STAGES
+from mfpo.stages import GRAPH, STAGES
 from mfpo.stages.blob import pack_images
 from mfpo.storage.local import LocalStore
 from mfpo.storage.s3 import S3Store
@@ -230,9 +230,9 @@ def test_each_stage_runs_once_per_item_and_finalize_once(jobs, items, redis_clie
     sender = RecordingSender()
     submit(jobs, state, sender, job, settings, list(reversed(items)))
     ran = drain(sender, jobs, redis_client, settings)
-    assert ran == {TASK_STAGE: 3 * 4}  # 14 items in 4 chunks, 3 stages each; nothing else
+    assert ran == {TASK_STAGE: len(GRAPH) * 4}  # 14 items in 4 chunks, every stage once each; nothing else
     counts = state.counts()
-    assert counts.stages == {"keywords": 14, "regions": 14, "perturb": 14}
+    assert counts.stages == {s.name: 14 for s in GRAPH}
     assert (counts.submitted, counts.done, counts.failed, counts.running, counts.queued) == (14, 14, 0, 0, 0)
     assert not jobs.dataset_ready(job)  # open: no dataset yet
     close(jobs, state, sender, job, settings)
@@ -323,7 +323,7 @@ def test_lost_state_is_rebuilt_from_the_store_and_the_job_finishes(jobs, items, 
     job, state = new_job(jobs, redis_client, settings)
     sender = RecordingSender()
     submit(jobs, state, sender, job, settings, items)
-    drain(sender, jobs, redis_client, settings, max_tasks=10)  # some chunks finish, others are mid-way
+    drain(sender, jobs, redis_client, settings, max_tasks=14)  # some chunks finish, others are mid-way
     before = state.counts()
     assert 0 < before.done < len(items)
     state.drop()  # Redis restarted empty (FLUSHALL)

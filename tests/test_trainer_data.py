@@ -66,3 +66,31 @@ def test_bad_records_fail_before_training_with_ids_and_reasons(dataset, tmp_path
     assert f"{records[2]['id']}: chosen answer is 300 tokens, over max_answer_tokens=200" in message
     with pytest.raises(DatasetError, match=r"no dataset\.jsonl"):
         load_examples(str(tmp_path / "empty"), words, 200)
+
+
+def test_each_loss_trains_on_its_own_negatives_and_fails_at_once_without_them(dataset, tmp_path):
+    from PIL import Image
+
+    from trainer.config import TrainConfig
+    from trainer.data import require_dataset
+
+    assert [TrainConfig(loss=loss).negatives_kind for loss in ("mfpo", "mdpo", "adavip", "dpo")] == [
+        "mfpo", "mdpo", "adavip", None]
+    # a dataset of MFPO's noise alone: the mdpo loss is refused before any model would load, with what to do
+    with pytest.raises(DatasetError, match=r"no 'mdpo' rejected images \(it holds: mfpo\).*--negatives mfpo,mdpo"):
+        require_dataset(str(dataset), TrainConfig(loss="mdpo").negatives_kind)
+    require_dataset(str(dataset), "mfpo")
+    with pytest.raises(DatasetError, match="no 'adavip' rejected images"):
+        load_examples(str(dataset), words, 200, negatives="adavip")
+    # a dataset holding several kinds: each loss picks its own column
+    items = generate_scenes(SynthConfig(n=3, seed=5, width=80, height=64), tmp_path / "items")
+    config = GenerateConfig.model_validate({"regions": {"mode": "annotations"},
+                                            "negatives": {"kinds": ["mfpo", "mdpo", "global"]}})
+    run_generate(items, tmp_path / "multi", config, workers=1, gallery=False)
+    mdpo = load_examples(str(tmp_path / "multi"), words, 200, negatives=TrainConfig(loss="mdpo").negatives_kind)
+    mfpo = load_examples(str(tmp_path / "multi"), words, 200, negatives="mfpo")
+    assert [e.rejected_image.size for e in mdpo] == [(336, 336)] * 3  # mDPO's crop of the model's square
+    assert [e.rejected_image.size for e in mfpo] == [(80, 64)] * 3
+    first = json.loads((tmp_path / "multi" / "dataset.jsonl").read_text().splitlines()[0])
+    with Image.open(tmp_path / "multi" / first["negatives"]["global"]["image"]) as noised:
+        assert noised.size == (80, 64)

@@ -23,6 +23,7 @@ from support.s3_server import running_s3_server
 from mfpo.jobs import Dispatcher, JobKeys, JobState, JobStore
 from mfpo.pipeline.config import GenerateConfig
 from mfpo.schemas import ResultRecord
+from mfpo.stages import GRAPH
 from mfpo.storage.s3 import S3Store
 from mfpo.synth import SynthConfig
 
@@ -98,7 +99,7 @@ def test_each_stage_runs_once_per_item_and_the_job_finishes_once(platform, items
         wait_for(lambda: platform.dataset_ids(job) is not None, 180, "the job's dataset", diagnostics=worker.log)
         assert platform.dataset_ids(job) == [r["id"] for r in items]
         counts = state.counts()
-        assert counts.stages == {"keywords": 24, "regions": 24, "perturb": 24}  # no stage ran twice, none skipped
+        assert counts.stages == {s.name: 24 for s in GRAPH}  # no stage ran twice, none skipped
         assert (counts.done, counts.failed, counts.finalize) == (24, 0, "done")
         wait_for(lambda: platform.queued() == 0, 10, "empty queues")
         time.sleep(1.0)
@@ -198,4 +199,4 @@ def test_the_regions_stage_runs_on_the_gpu_queue_in_model_batches(platform, item
     assert len(batches) == 2 and min(batches) >= 8  # 2 chunks of 8, each through the models as one batch
     assert "mfpo.stage" in gpu.log() and "regions of chunk" not in cpu.log()
     assert "grounding" not in cpu.log().lower()
-    assert state.counts().stages == {"keywords": 16, "regions": 16, "perturb": 16}
+    assert state.counts().stages == {s.name: 16 for s in GRAPH}

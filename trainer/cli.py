@@ -57,6 +57,10 @@ def train(
         str, typer.Option(help="Output folder or s3://bucket/prefix: metrics.jsonl, tb/, checkpoints/, final/.")
     ],
     loss: Annotated[str | None, typer.Option(help="mfpo | dpo | mdpo | adavip (default mfpo).")] = None,
+    negatives: Annotated[
+        str | None, typer.Option(help="Rejected images to train on: auto (default: the loss's own: mfpo, mdpo, "
+                                      "adavip) | mfpo | adavip | mdpo | mbpo (its answers too) | global.")
+    ] = None,
     beta: Annotated[float | None, typer.Option(help="beta of the implicit reward (default 0.1).")] = None,
     eta: Annotated[float | None, typer.Option(help="Margin eta (MFPO eq. 7; mDPO's anchor delta).")] = None,
     weights: Annotated[str | None, typer.Option(help="w_t,w_i,w_m of MFPO's three terms (default 1,1,1).")] = None,
@@ -114,7 +118,8 @@ def train(
     except (OSError, ValueError, StoreError) as exc:  # a missing file or object, a store outage, not JSON
         typer.secho(f"error: --config {config}: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
-    given = {"loss": loss, "beta": beta, "eta": eta, "weights": _weights(weights) if weights else None,
+    given = {"loss": loss, "negatives": negatives, "beta": beta, "eta": eta,
+             "weights": _weights(weights) if weights else None,
              "curriculum": curriculum, "lora": lora, "max_steps": max_steps, "learning_rate": learning_rate,
              "lr_scheduler": lr_scheduler, "warmup_ratio": warmup_ratio, "max_grad_norm": max_grad_norm,
              "report_to": report_to, "eval_fraction": eval_fraction, "eval_steps": eval_steps}

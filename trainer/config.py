@@ -9,12 +9,22 @@ from pydantic import Field, model_validator
 from mfpo.config import ComponentConfig
 
 LossName = Literal["mfpo", "dpo", "mdpo", "adavip"]
+NegativesChoice = Literal["auto", "mfpo", "adavip", "mdpo", "mbpo", "global"]
+LOSS_NEGATIVES: dict[str, str | None] = {"mfpo": "mfpo", "mdpo": "mdpo", "adavip": "adavip", "dpo": None}
+"""Each loss's own rejected images (``negatives="auto"``); dpo is text-only."""
 
 
 class TrainConfig(ComponentConfig):
     """Loss, curriculum, adapter and optimisation settings of ``mfpo train``."""
 
     loss: LossName = Field(default="mfpo", description="mfpo | dpo | mdpo | adavip (trainer/losses.py).")
+    negatives: NegativesChoice = Field(
+        default="auto",
+        description="Which rejected images (and, for mbpo, rejected answers) of the dataset to train on: auto = the "
+                    "loss's own (mfpo -> MFPO's noise, mdpo -> mDPO's crops, adavip -> AdaViP's object removal; dpo "
+                    "uses none), or a kind (mfpo | adavip | mdpo | mbpo | global: MBPO's answers replace the "
+                    "rejected text). A kind the dataset lacks fails at load with the reason.",
+    )
     beta: float = Field(default=0.1, gt=0.0, description="beta of the implicit reward beta * log(pi / pi_ref).")
     eta: float = Field(default=0.0, description="Margin eta of MFPO's L_margin (eq. 7); mDPO's anchor delta.")
     weights: tuple[float, float, float] = Field(
@@ -82,6 +92,11 @@ class TrainConfig(ComponentConfig):
     save_steps: int = Field(default=0, ge=0, description="Checkpoint every N steps (0: only at the end).")
     max_answer_tokens: int = Field(default=512, ge=1, description="Longer answers fail the dataset check.")
     seed: int = Field(default=0, ge=0, description="Seed of data order and initialisation.")
+
+    @property
+    def negatives_kind(self) -> str | None:
+        """The dataset's kind of rejected image this run trains on (None: the text-only dpo with ``auto``)."""
+        return LOSS_NEGATIVES[self.loss] if self.negatives == "auto" else self.negatives
 
     def loss_options(self) -> dict[str, Any]:
         """Keyword options of :func:`trainer.losses.compute_loss` for this config's loss."""

@@ -294,7 +294,7 @@ def train(config: TrainConfig, dataset_uri: str, model_path: str, output_dir: st
     check_report_to(config)  # before anything slow: a tracker that is not installed fails now
     for uri in (dataset_uri, eval_dataset):
         if uri:
-            require_dataset(uri)
+            require_dataset(uri, config.negatives_kind)  # the loss's rejected images are there, before loading
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm import tqdm
@@ -321,8 +321,12 @@ def train(config: TrainConfig, dataset_uri: str, model_path: str, output_dir: st
     def count_tokens(text: str) -> int:
         return len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    examples = load_examples(dataset_uri, count_tokens, config.max_answer_tokens)  # fails before any step
-    extra = load_examples(eval_dataset, count_tokens, config.max_answer_tokens) if eval_dataset else []
+    kind = config.negatives_kind
+    info("rejected images: %s", kind or "the records' rejected_image (text-only loss)")
+    examples = load_examples(dataset_uri, count_tokens, config.max_answer_tokens,  # fails before any step
+                             negatives=kind)
+    extra = load_examples(eval_dataset, count_tokens, config.max_answer_tokens, negatives=kind) if eval_dataset \
+        else []
     by_id = {e.id: e for e in examples}
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)

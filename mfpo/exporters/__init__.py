@@ -54,8 +54,13 @@ class EmptyDatasetError(ValueError):
     """The dataset folder has no records: nothing a trainer could load (see the module docstring)."""
 
 
-def export_dataset(out_dir: Path, format: str, dest: Path, *, rows_per_group: int = 64) -> Path:
+def export_dataset(out_dir: Path, format: str, dest: Path, *, rows_per_group: int = 64,
+                   negatives: str | None = None) -> Path:
     """Export the dataset in ``out_dir`` as ``format`` to ``dest``; return the file written.
+
+    ``negatives``: the kind of rejected image to export (``mdpo``, ``adavip``, ...; MBPO's answers replace the
+    rejected text); None: each record's ``rejected_image`` (the job's first kind). A record without it is a
+    ValueError naming the record and what it holds.
 
     ``dest`` ending in ``.parquet`` is the file; any other ``dest`` is a folder that
     receives ``train.parquet`` (so ``datasets.load_dataset(str(dest))`` finds a train
@@ -79,6 +84,9 @@ def export_dataset(out_dir: Path, format: str, dest: Path, *, rows_per_group: in
             "zero-row Parquet split)"
         )
     records = itertools.chain([first], records)
+    if negatives is not None:
+        records = (r.with_negative(negatives) for r in records)
+        first.with_negative(negatives)  # a dataset without the kind fails before anything is written
     if format == "llamafactory":
         from mfpo.exporters.llamafactory import export_llamafactory
 

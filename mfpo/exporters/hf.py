@@ -7,13 +7,16 @@ fixed-length list of 4 floats ``(x0, y0, x1, y1)`` in pixels). ``source_size`` i
 ``[width, height]`` or null, ``system`` a string or null, and ``source`` (the input's
 provenance, a dict in the record) a list of ``{key, value}`` pairs, the portable shape of
 a string map (``datasets`` has no map feature): ``dict((p["key"], p["value"]) for p in
-row["source"])`` gives it back.
+row["source"])`` gives it back. Each rejected-image kind has its own ``Image`` column,
+``rejected_image_{kind}`` (null where the job did not make it), ``rejected_mbpo`` is MBPO's
+rejected answer, and ``negatives`` lists each kind's record (paths, fallback, details as JSON).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mfpo.negatives.config import NEGATIVE_KINDS
 from mfpo.pipeline.dataset import parquet_row
 from mfpo.schemas import ResultRecord
 
@@ -56,6 +59,18 @@ def hf_features() -> Features:
             "source_size": Sequence(Value("int64"), length=2),
             "system": Value("string"),
             "source": [{"key": Value("string"), "value": Value("string")}],
+            **{f"rejected_image_{kind}": Image() for kind in NEGATIVE_KINDS},
+            "rejected_mbpo": Value("string"),
+            "negatives": [
+                {
+                    "kind": Value("string"),
+                    "image": Value("string"),
+                    "mask": Value("string"),
+                    "response": Value("string"),
+                    "fallback": Value("string"),
+                    "details": Value("string"),
+                }
+            ],
         }
     )
 
@@ -66,4 +81,7 @@ def hf_example(record: ResultRecord, images: DatasetImages) -> dict[str, Any]:
     row["image"] = images.struct(record, record.image)
     row["rejected_image"] = images.struct(record, record.rejected_image)
     row["mask"] = images.struct(record, record.mask)
+    for kind in NEGATIVE_KINDS:  # one image column per rejected-image kind (None where the job did not make it)
+        negative = record.negatives.get(kind)
+        row[f"rejected_image_{kind}"] = images.struct(record, negative.image) if negative is not None else None
     return row

@@ -5,9 +5,9 @@ each build their own Celery app from :meth:`~mfpo.jobs.settings.PlatformSettings
 and hand it here as the ``sender`` (anything with Celery's ``send_task``): neither shell imports
 the other, and this library imports no queue code.
 
-Queues: ``{prefix}cpu`` for every stage but the region models' (``{prefix}gpu`` when the deployment
-has grounding + SAM and the job's region mode uses them); ``{prefix}control`` for finalize, reconcile,
-rebuild and delete.
+Queues: ``{prefix}cpu`` for every stage but the models' (``{prefix}gpu``: regions when the deployment
+has grounding + SAM and the job's region mode uses them, negatives when the job asks for adavip or
+mbpo); ``{prefix}control`` for finalize, reconcile, rebuild and delete.
 """
 
 from __future__ import annotations
@@ -33,8 +33,14 @@ class TaskSender(Protocol):
     def send_task(self, name: str, args: Any = None, **options: Any) -> Any: ...
 
 
-def uses_models(job: JobRecord, models_configured: bool) -> bool:
-    """Whether the job's regions stage needs the deployment's grounding + SAM models."""
+def uses_models(job: JobRecord, models_configured: bool, stage: str = "regions") -> bool:
+    """Whether the job's ``stage`` needs the deployment's models: regions the grounding + SAM models (when the
+    deployment has them), negatives the constructors' (adavip, mbpo; a job asks for them only where the
+    deployment has them, the gateway checks)."""
+    if stage == "negatives":
+        from mfpo.stages.negatives import uses_models as negatives_use_models
+
+        return negatives_use_models(job.options.negatives)
     return models_configured and job.options.regions.mode in ("grounded", "auto")
 
 
@@ -50,7 +56,7 @@ class Dispatcher:
         return f"{self.queue_prefix}{kind}"
 
     def queue_for(self, stage: Stage, job: JobRecord) -> str:
-        gpu = stage.device == "gpu" and uses_models(job, self.models_configured)
+        gpu = stage.device == "gpu" and uses_models(job, self.models_configured, stage.name)
         return self.queue(GPU_QUEUE if gpu else CPU_QUEUE)
 
     def stage(self, job: JobRecord, chunk: str, stage: Stage) -> None:

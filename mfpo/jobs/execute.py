@@ -95,7 +95,8 @@ def execute_stage(jobs: JobStore, state: JobState, dispatcher: Dispatcher, job: 
         return None
     try:
         with heartbeat(lambda: state.heartbeat(chunk, stage.name), settings.heartbeat_interval_s):
-            run = run_stage(stage, io, job.options, resources(stage), item_time_limit_s=settings.item_time_limit_s)
+            config = settings.stage_config(job.options, gpu=stage.device == "gpu")  # with the deployment's models
+            run = run_stage(stage, io, config, resources(stage), item_time_limit_s=settings.item_time_limit_s)
     except MissingInput as exc:
         source = producer(exc.artifact)
         if source is None:

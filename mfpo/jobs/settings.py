@@ -8,6 +8,7 @@ never parse the environment themselves.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mfpo.pipeline.config import GenerateConfig
 from mfpo.regions.config import RegionsConfig
 from mfpo.storage.base import ObjectStore
 from mfpo.storage.settings import S3Settings
@@ -116,6 +118,18 @@ class PlatformSettings(BaseSettings):
     grounding_model: str | None = Field(default=None, description="GroundingDINO/OWLv2 folder for gpu workers.")
     sam_checkpoint: str | None = Field(default=None, description="SAM checkpoint for gpu workers.")
     sam_type: str = Field(default="vit_h", description="Architecture of sam_checkpoint.")
+    clip_model: str | None = Field(
+        default=None, description="CLIP transformers folder for gpu workers: AdaViP's eq. 9 choice (negatives kind "
+        "adavip needs it)."
+    )
+    inpainting_model: str | None = Field(
+        default=None, description="diffusers inpainting pipeline folder for gpu workers: AdaViP's object removal "
+        "(without it AdaViP uses the classical fill)."
+    )
+    policy_model: str | None = Field(
+        default=None, description="LLaVA-1.5 transformers folder for gpu workers: the policy MBPO attacks and answers "
+        "with (negatives kind mbpo needs it)."
+    )
 
     def broker_url(self) -> str:
         """``redis_url`` with ``redis_password`` in it (URL-quoted), unless the URL already names a password."""
@@ -130,6 +144,47 @@ class PlatformSettings(BaseSettings):
     @property
     def models_configured(self) -> bool:
         return bool(self.grounding_model and self.sam_checkpoint)
+
+    @property
+    def gpu_workers(self) -> bool:
+        """Whether this deployment runs gpu workers (any model of theirs is configured)."""
+        return self.models_configured or bool(self.clip_model or self.inpainting_model or self.policy_model)
+
+    def negative_kinds(self) -> list[str]:
+        """The rejected-image kinds this deployment can make (adavip needs clip_model, mbpo policy_model)."""
+        kinds = ["mfpo", "mdpo", "global"]
+        return kinds + ["adavip"] * bool(self.clip_model) + ["mbpo"] * bool(self.policy_model)
+
+    def deployment_negatives(self, negatives: dict[str, Any]) -> dict[str, Any]:
+        """A job's ``negatives`` options (JSON) with this deployment's model paths put in (they are deployment
+        settings, never job options); the kinds asked for must be among :meth:`negative_kinds`."""
+        out = json.loads(json.dumps(negatives))
+        kinds = out.get("kinds") or []
+
+        def section(parent: dict[str, Any], name: str) -> dict[str, Any] | None:
+            child = parent.setdefault(name, {})
+            return child if isinstance(child, dict) else None  # not an object: the validation says so
+
+        adavip = section(out, "adavip")
+        if "adavip" in kinds and self.clip_model and adavip is not None:
+            if (clip := section(adavip, "clip")) is not None:
+                clip["model_path"] = self.clip_model
+            if self.inpainting_model and (diffusers := section(adavip, "diffusers")) is not None:
+                diffusers["model_path"] = self.inpainting_model
+                adavip.setdefault("inpainter", "diffusers")
+        mbpo = section(out, "mbpo")
+        if "mbpo" in kinds and self.policy_model and mbpo is not None:
+            mbpo["model_path"] = self.policy_model
+        return out
+
+    def stage_config(self, options: GenerateConfig, gpu: bool) -> GenerateConfig:
+        """A job's options as a stage runs them: on a gpu worker with this deployment's models put in."""
+        if not gpu:
+            return options
+        data = options.model_dump(mode="json")
+        data["regions"] = self.job_regions(options.regions).model_dump(mode="json")
+        data["negatives"] = self.deployment_negatives(data["negatives"])
+        return GenerateConfig.model_validate(data)
 
     def job_regions(self, regions: RegionsConfig) -> RegionsConfig:
         """A job's region settings plus this deployment's models (model paths are deployment settings, never

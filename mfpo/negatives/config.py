@@ -9,7 +9,7 @@ ablation is the same noise over the whole image.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -18,6 +18,16 @@ from mfpo.devices import DtypeName
 
 NegativeKind = Literal["mfpo", "adavip", "mdpo", "mbpo", "global"]
 NEGATIVE_KINDS: tuple[NegativeKind, ...] = ("mfpo", "adavip", "mdpo", "mbpo", "global")
+
+DEPLOYMENT_FIELDS: frozenset[str] = frozenset({"model_path", "device", "dtype", "batch_size"})
+"""Fields that say where and how a model runs, not what an item's output is: deployment settings (the platform
+fills them from its own settings), left out of :meth:`NegativesConfig.output_options`."""
+
+
+def _without_deployment(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_deployment(v) for k, v in value.items() if k not in DEPLOYMENT_FIELDS}
+    return value
 
 COCO_LABELS: tuple[str, ...] = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
@@ -280,7 +290,7 @@ class NegativesConfig(ComponentConfig):
     """Which rejected images a job makes (one column per kind) and each method's settings."""
 
     kinds: list[NegativeKind] = Field(
-        default_factory=lambda: list[NegativeKind](["mfpo"]),
+        default=["mfpo"],
         description=(
             "Constructors to run per item: mfpo (diffusion noise in the keyword regions, MFPO sec. 3.1), adavip "
             "(object removal + CLIP choice, AdaViP sec. 3.2), mdpo (random resized crop, mDPO), mbpo (PGD-attacked "
@@ -290,6 +300,20 @@ class NegativesConfig(ComponentConfig):
     mdpo: MdpoConfig = Field(default_factory=MdpoConfig, description="mDPO's crop.")
     adavip: AdavipConfig = Field(default_factory=AdavipConfig, description="AdaViP's object removal.")
     mbpo: MbpoConfig = Field(default_factory=MbpoConfig, description="MBPO's adversarial negatives.")
+
+    @property
+    def primary(self) -> NegativeKind:
+        """The first kind: its image is the record's ``rejected_image``."""
+        return self.kinds[0]
+
+    def output_options(self) -> dict[str, Any]:
+        """What decides the items' outputs (hashed into their keys): the kinds and the settings of the kinds run,
+        without deployment fields. Empty for the default (MFPO's noise alone), so its keys are unchanged."""
+        if self.kinds == ["mfpo"]:
+            return {}
+        data = self.model_dump(mode="json")
+        return {"kinds": list(self.kinds),
+                **{k: _without_deployment(data[k]) for k in ("mdpo", "adavip", "mbpo") if k in self.kinds}}
 
     @model_validator(mode="after")
     def _kinds(self) -> NegativesConfig:

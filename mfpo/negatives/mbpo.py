@@ -257,5 +257,10 @@ def mbpo_negatives(requests: Sequence[NegativeRequest], config: MbpoConfig, atta
                        "objective_clean": b, "objective_attacked": a, "view_size": [int(adv.shape[0]),
                                                                                     int(adv.shape[1])],
                        "response_equals_chosen": text.strip() == r.chosen.strip()}
-            results.append(NegativeResult(kind="mbpo", image=adv, response=text, details=details))
+            if text.strip():
+                results.append(NegativeResult(kind="mbpo", image=adv, response=text, details=details))
+            else:  # no hard negative answer: the item keeps its own rejected answer (with the attacked image)
+                results.append(NegativeResult(kind="mbpo", image=adv, response=None, details=details,
+                                              fallback="original_rejected: the policy's answer on the attacked "
+                                                       "image is empty"))
     return results

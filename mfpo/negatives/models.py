@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 from mfpo.negatives.clip_score import ClipScorer
-from mfpo.negatives.config import AdavipConfig, ClipScoreConfig, MbpoConfig
+from mfpo.negatives.config import AdavipConfig, ClipScoreConfig, MbpoConfig, NegativesConfig
 from mfpo.negatives.inpaint import Inpainter
 
 _MODELS: dict[tuple[str, str], Any] = {}
@@ -57,6 +57,17 @@ def get_attacker(config: MbpoConfig) -> Any:
     path = config.model_path
     return _cached("mbpo", f"{path}|{config.device}|{config.dtype}", lambda: LlavaAttacker(path, config.device,
                                                                                           config.dtype))
+
+
+def load_models(config: NegativesConfig) -> None:
+    """Load (once per process) every model the kinds of ``config`` use, so a bad path or a wrong architecture
+    fails at start-up rather than on the first item (OSError / ValueError from the loaders)."""
+    if "adavip" in config.kinds:
+        assert config.adavip.clip is not None  # NegativesConfig's validator
+        get_clip_scorer(config.adavip.clip)
+        get_inpainter(config.adavip)
+    if "mbpo" in config.kinds:
+        get_attacker(config.mbpo)
 
 
 def loaded_models() -> list[tuple[str, str]]:

@@ -9,6 +9,7 @@ from pydantic import Field
 from mfpo.config import ComponentConfig
 from mfpo.images import ImageLimits
 from mfpo.keywords import KeywordConfig
+from mfpo.negatives.config import NegativesConfig
 from mfpo.perturbation import PerturbationConfig
 from mfpo.regions.config import RegionsConfig
 
@@ -20,6 +21,11 @@ class GenerateConfig(ComponentConfig):
     regions: RegionsConfig = Field(default_factory=RegionsConfig, description="Region stage.")
     perturbation: PerturbationConfig = Field(
         default_factory=PerturbationConfig, description="Diffusion-noise stage."
+    )
+    negatives: NegativesConfig = Field(
+        default_factory=NegativesConfig,
+        description="Rejected-image constructors (mfpo, adavip, mdpo, mbpo, global) and their settings; the first "
+        "kind's image is the record's rejected_image.",
     )
     limits: ImageLimits = Field(default_factory=ImageLimits, description="Input image limits.")
     seed: int = Field(default=0, ge=0, description="Run seed; each item's noise seed derives from it.")
@@ -42,4 +48,5 @@ class GenerateConfig(ComponentConfig):
             "perturbation": self.perturbation.model_dump(mode="json"),
             "seed": self.seed,
             "max_working_pixels": self.limits.max_working_pixels,
+            **({"negatives": negatives} if (negatives := self.negatives.output_options()) else {}),
         }

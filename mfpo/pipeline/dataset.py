@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from mfpo.negatives.config import NEGATIVE_KINDS
 from mfpo.pipeline.dataset_index import INDEX_FILE, ViewIndex, ViewIndexWriter, record_views
 from mfpo.schemas import Failure, ResultRecord
 
@@ -56,18 +57,44 @@ RECORD_SCHEMA = pa.schema(
         ("source_size", pa.list_(pa.int64(), 2)),
         ("system", pa.string()),
         ("source", pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())]))),
+        *[(f"rejected_image_{kind}", pa.string()) for kind in NEGATIVE_KINDS],
+        ("rejected_mbpo", pa.string()),
+        (
+            "negatives",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("kind", pa.string()),
+                        ("image", pa.string()),
+                        ("mask", pa.string()),
+                        ("response", pa.string()),
+                        ("fallback", pa.string()),
+                        ("details", pa.string()),
+                    ]
+                )
+            ),
+        ),
     ]
 )
 """Arrow schema of ``dataset.parquet``; image columns are paths relative to the dataset folder. ``source`` (a
-dict in the record) is a list of ``{key, value}`` pairs: Arrow's map type has no ``datasets`` equivalent."""
+dict in the record) is a list of ``{key, value}`` pairs: Arrow's map type has no ``datasets`` equivalent.
+One column per rejected-image kind, ``rejected_image_{kind}`` (null where the job did not make it), and
+``rejected_mbpo``, MBPO's rejected answer; ``negatives`` lists every kind's record (``details`` as JSON)."""
 
 
 def parquet_row(row: dict) -> dict:
-    """A record's JSON dump shaped for :data:`RECORD_SCHEMA` (``source`` as key/value pairs)."""
+    """A record's JSON dump shaped for :data:`RECORD_SCHEMA` (``source`` as key/value pairs, one column per kind)."""
+    out = dict(row)
     source = row.get("source")
-    if source is None:
-        return row
-    return {**row, "source": [{"key": k, "value": v} for k, v in source.items()]}
+    if source is not None:
+        out["source"] = [{"key": k, "value": v} for k, v in source.items()]
+    negatives = row.get("negatives") or {}
+    for kind, negative in negatives.items():
+        out[f"rejected_image_{kind}"] = negative["image"]
+    out["rejected_mbpo"] = (negatives.get("mbpo") or {}).get("response")
+    out["negatives"] = [{"kind": kind, **n, "details": json.dumps(n.get("details") or {}, ensure_ascii=False)}
+                        for kind, n in negatives.items()]
+    return out
 
 
 class DatasetStats(BaseModel):
@@ -85,6 +112,10 @@ class DatasetStats(BaseModel):
     modes: dict[str, int] = Field(default_factory=dict, description="Records per region mode.")
     noise_steps: list[int] = Field(default_factory=list, description="Distinct noise steps t.")
     failure_stages: dict[str, int] = Field(default_factory=dict, description="Failures per stage.")
+    negatives: dict[str, int] = Field(default_factory=dict, description="Records holding each rejected-image kind.")
+    negative_fallbacks: dict[str, int] = Field(
+        default_factory=dict, description="Records per kind whose constructor fell back (e.g. AdaViP to global noise)."
+    )
     page_size: int = Field(default=100, description="Records per page of ``page_offsets``.")
     page_offsets: list[int] = Field(
         default_factory=list, description="Byte offset in dataset.jsonl of record k * page_size, for each page k."
@@ -148,6 +179,10 @@ class DatasetWriter:
             stats.sources[region.source] = stats.sources.get(region.source, 0) + 1
         stats.modes[record.perturbation.mode] = stats.modes.get(record.perturbation.mode, 0) + 1
         self._steps.add(record.perturbation.noise_step)
+        for kind, negative in record.negatives.items():
+            stats.negatives[kind] = stats.negatives.get(kind, 0) + 1
+            if negative.fallback:
+                stats.negative_fallbacks[kind] = stats.negative_fallbacks.get(kind, 0) + 1
         self._rows.append(parquet_row(row))
         if len(self._rows) >= self.row_group_size:
             self._flush_rows()

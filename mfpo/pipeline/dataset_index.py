@@ -37,6 +37,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from mfpo.negatives.config import NEGATIVE_KINDS
 from mfpo.schemas import Failure, ResultRecord
 
 INDEX_FILE = "gallery-index.bin"
@@ -64,6 +65,7 @@ VIEW_LABELS: dict[str, str] = {
     "keywords-not-found": "keywords not found",
     **{f"source-{s}": f"regions: {s}" for s in SOURCES},
     **{name: label for name, _, _, label in AREA_BUCKETS},
+    **{f"negative-fallback-{kind}": f"{kind} fell back" for kind in NEGATIVE_KINDS},
 }
 """Every view a dataset can have, in the order a gallery lists them, with its label."""
 
@@ -100,6 +102,8 @@ def record_views(record: ResultRecord) -> list[str]:
     views += [f"source-{s}" for s in SOURCES if s in sources]
     area = mask_area(record)
     views += [name for name, low, high, _ in AREA_BUCKETS if low <= area < high][:1]
+    fell_back = {kind for kind, negative in record.negatives.items() if negative.fallback}
+    views += [f"negative-fallback-{kind}" for kind in NEGATIVE_KINDS if kind in fell_back]
     return views
 
 

@@ -41,6 +41,8 @@ from mfpo.stages.artifacts import decode_outcomes
 from mfpo.stages.chunk import Chunk, ItemError, StagedItem, describe_item
 from mfpo.stages.graph import GRAPH
 from mfpo.stages.io import MemoryChunkIO
+from mfpo.stages.negatives import batch_size as negatives_batch_size
+from mfpo.stages.negatives import uses_models as negatives_use_models
 from mfpo.stages.runner import run_stage
 from mfpo.storage.local import LocalStore
 
@@ -222,10 +224,16 @@ def run_generate(
         # Grounding + SAM: models load once in this process (below, before any item is read, so a bad
         # path fails at start-up); the accelerator is the parallelism and chunks fill its batches.
         workers, chunk_size = 1, max(chunk_size, config.regions.sam.effective_batch_size)
+    if negatives_use_models(config.negatives):  # CLIP / inpainter / policy: likewise, one process
+        workers, chunk_size = 1, max(chunk_size, negatives_batch_size(config.negatives))
     chunks = _chunks(rows, chunk_size, read_failures)
     results: list[ChunkResult] = []
     if workers == 1:
         resources = build_resources(config.regions)
+        if negatives_use_models(config.negatives):
+            from mfpo.negatives.models import load_models
+
+            load_models(config.negatives)
         for chunk in chunks:
             result = run_chunk(chunk, config, resources, store)
             results.append(result)

@@ -26,6 +26,14 @@ class OutputKeys:
     def mask(self) -> str:
         return f"masks/{self.stem}.png"
 
+    def negative_image(self, kind: str) -> str:
+        """A constructor's rejected image: MFPO's at :attr:`rejected_image`, the others' in ``rejected-{kind}/``."""
+        return self.rejected_image if kind == "mfpo" else f"rejected-{kind}/{self.stem}.png"
+
+    def negative_mask(self, kind: str) -> str:
+        """A constructor's mask: MFPO's at :attr:`mask`, the others' in ``masks-{kind}/``."""
+        return self.mask if kind == "mfpo" else f"masks-{kind}/{self.stem}.png"
+
     @property
     def record(self) -> str:
         """Written last: its presence means the item is complete."""

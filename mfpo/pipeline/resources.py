@@ -23,6 +23,8 @@ class StageResources:
     fallback_to_global: bool
     region_batch_size: int = 64
     """Items per provider-chain call in the regions stage: the models' batch when they are loaded."""
+    detector: RegionProvider | None = None
+    """The loaded grounding + SAM provider (None without models): AdaViP's extra candidate objects."""
 
 
 def build_providers(
@@ -59,4 +61,4 @@ def build_resources(config: RegionsConfig) -> StageResources:
         batch = max(config.sam.effective_batch_size, config.grounding.batch_size)
     providers, fallback = build_providers(config, embedder, models)
     return StageResources(embedder=embedder, providers=providers, fallback_to_global=fallback,
-                          region_batch_size=batch)
+                          region_batch_size=batch, detector=models[0] if models else None)

@@ -7,6 +7,7 @@ artifact       written by                        bytes
 ``images``     intake                            the items' image bytes (:mod:`mfpo.stages.blob`)
 ``keywords``   keywords stage                    JSON: ranked keywords per item + failures so far
 ``regions``    regions stage                     npz: bit-packed masks per item + failures so far
+``negatives``  negatives stage                   JSON: per item each constructor's record + failures so far
 ``outcomes``   perturb stage (last, the commit)  JSON lines: one ``done`` record or ``failed`` per item
 =============  ===============================  =================================================
 
@@ -26,12 +27,12 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from mfpo.regions.base import Region, RegionResult
-from mfpo.schemas import Failure, KeywordScore, ResultRecord
+from mfpo.schemas import Failure, KeywordScore, NegativeRecord, ResultRecord
 
 T = TypeVar("T")
 
-ArtifactName = Literal["items", "images", "keywords", "regions", "outcomes"]
-ARTIFACTS: tuple[ArtifactName, ...] = ("items", "images", "keywords", "regions", "outcomes")
+ArtifactName = Literal["items", "images", "keywords", "regions", "negatives", "outcomes"]
+ARTIFACTS: tuple[ArtifactName, ...] = ("items", "images", "keywords", "regions", "negatives", "outcomes")
 
 
 @dataclass
@@ -110,6 +111,27 @@ def decode_regions(data: bytes) -> StageOutput[RegionResult]:
             results[entry["id"]] = RegionResult(regions=regions, fallback=bool(entry["fallback"]))
     failures = {i: Failure.model_validate(f) for i, f in meta["failures"].items()}
     return StageOutput(results=results, failures=failures)
+
+
+# -- negatives --------------------------------------------------------------------------------
+
+
+def encode_negatives(output: StageOutput[dict[str, NegativeRecord]]) -> bytes:
+    """JSON: per item its constructors' records by kind (files already stored), and the failures so far."""
+    payload = {
+        "results": {i: {k: r.model_dump(mode="json") for k, r in kinds.items()} for i, kinds in output.results.items()},
+        "failures": {i: f.model_dump(mode="json") for i, f in output.failures.items()},
+    }
+    return json.dumps(payload, ensure_ascii=False).encode("utf-8")
+
+
+def decode_negatives(data: bytes) -> StageOutput[dict[str, NegativeRecord]]:
+    payload = json.loads(data)
+    return StageOutput(
+        results={i: {k: NegativeRecord.model_validate(r) for k, r in kinds.items()}
+                 for i, kinds in payload["results"].items()},
+        failures={i: Failure.model_validate(f) for i, f in payload["failures"].items()},
+    )
 
 
 # -- outcomes ---------------------------------------------------------------------------------

@@ -1,16 +1,20 @@
-"""The stage graph: MFPO's data path as three batch functions with declared inputs and outputs.
+"""The stage graph: the data path as four batch functions with declared inputs and outputs.
 
 ::
 
-      items + images            keywords               regions                 outcomes
-    (intake: gateway   --->  [ keywords ]  --->   [  regions  ]  --->    [  perturb  ]  ---> finalize
-     or file reader)          CPU, text only        GPU with grounding      CPU: noise, PNGs,   (dataset,
-                              sec. 3.1 graph +      + SAM (else CPU):       per-item files,     streamed,
-                              PageRank              keyword -> masks        records             once per job)
+     items + images        keywords             regions               negatives              outcomes
+    (intake: gateway --> [ keywords ] --> [  regions  ] --> [  negatives  ] --> [  perturb  ] --> finalize
+     or file reader)      CPU, text only   GPU with grounding  GPU with CLIP /      CPU: MFPO noise,   (dataset,
+                          sec. 3.1 graph + + SAM (else CPU):   inpainter / policy   PNGs, records      streamed,
+                          PageRank         keyword -> masks    (else CPU): the      (sec. 3.1)         once per
+                                                               siblings' images                        job)
 
-    reads   items              items, keywords,       items, images, keywords, regions
-                               images (models only)
-    writes  keywords           regions                images/ rejected/ masks/ per item, then outcomes
+    reads   items          items, keywords,   items, keywords,     items, images, keywords, regions,
+                           images (models     regions, images      negatives
+                           only)              (siblings only)
+    writes  keywords       regions            rejected-{kind}/     images/ rejected/ masks/ per item,
+                                              masks-{kind}/, then  then outcomes
+                                              negatives
 
 Each stage runs over a *chunk* of items (:mod:`mfpo.stages.chunk`), reads only its declared
 inputs and writes its declared outputs, the last of which marks it done (its commit); the
@@ -41,8 +45,9 @@ Device = Literal["cpu", "gpu"]
 class Stage:
     """One step of the graph.
 
-    ``device``: ``gpu`` marks the stage that uses the region models (it runs on the gpu queue when the
-    deployment has them, else on the cpu queue). ``outputs[-1]`` is written last: its presence means
+    ``device``: ``gpu`` marks a stage that may use models (regions: grounding + SAM; negatives: CLIP, the
+    inpainter, the policy): it runs on the gpu queue when the job needs the deployment's models, else on the
+    cpu queue (:func:`mfpo.jobs.dispatch.uses_models`). ``outputs[-1]`` is written last: its presence means
     the stage is done for the chunk.
     """
 
@@ -60,6 +65,7 @@ class Stage:
 
 def _graph() -> tuple[Stage, ...]:
     from mfpo.stages.keywords import keywords_stage
+    from mfpo.stages.negatives import negatives_stage
     from mfpo.stages.perturb import perturb_stage
     from mfpo.stages.regions import regions_stage
 
@@ -69,7 +75,11 @@ def _graph() -> tuple[Stage, ...]:
         Stage("regions", "gpu", ("items", "images", "keywords"), ("regions",), regions_stage,
               "keywords -> region masks: annotations, grounding + SAM, or the global fallback (images are read "
               "only when a provider needs pixels)."),
-        Stage("perturb", "cpu", ("items", "images", "keywords", "regions"), ("outcomes",), perturb_stage,
+        Stage("negatives", "gpu", ("items", "images", "keywords", "regions"), ("negatives",), negatives_stage,
+              "The siblings' rejected images (AdaViP object removal, mDPO crop, MBPO attack, global noise) per "
+              "kind asked for; reads no image when only mfpo is."),
+        Stage("perturb", "cpu", ("items", "images", "keywords", "regions", "negatives"), ("outcomes",),
+              perturb_stage,
               "MFPO sec. 3.1: diffusion noise inside the masks; per-item files, then the chunk's outcomes."),
     )
 

@@ -9,14 +9,16 @@ it never builds a key itself. Two bindings:
       chunks/{key}.zip           images       (written at intake, before the items)
       work/{key}/keywords.json   keywords
       work/{key}/regions.npz     regions
+      work/{key}/negatives.json  negatives    (records of the files in rejected-{kind}/, masks-{kind}/)
       outcomes/{key}.jsonl       outcomes     (written last: the chunk is finished)
 
 * :class:`MemoryChunkIO` (``mfpo generate``): items and images come from the reader, the
   intermediate artifacts stay in memory, and only ``outcomes`` is written, to the output folder,
   so a killed run resumes chunk by chunk.
 
-Both give the per-item outputs (``images/``, ``rejected/``, ``masks/``) an :class:`OutputWriter`
-that writes them in a small bounded thread pool, so store round trips overlap the next item's work.
+Both give the per-item outputs (``images/``, ``rejected/``, ``masks/``, ``rejected-{kind}/``,
+``masks-{kind}/``) an :class:`OutputWriter` that writes them in a small bounded thread pool, so store
+round trips overlap the next item's work.
 """
 
 from __future__ import annotations
@@ -213,12 +215,13 @@ def artifact_key(root: str, chunk_key: str, artifact: ArtifactName) -> str:
     return f"{root}/work/{chunk_key}/{artifact}{_SUFFIXES[artifact]}"
 
 
-_SUFFIXES = {"keywords": ".json", "regions": ".npz"}
+_SUFFIXES = {"keywords": ".json", "regions": ".npz", "negatives": ".json"}
 _CONTENT_TYPES: dict[ArtifactName, str] = {
     "items": "application/json",
     "images": "application/zip",
     "keywords": "application/json",
     "regions": "application/octet-stream",
+    "negatives": "application/json",
     "outcomes": "application/x-ndjson",
 }
 

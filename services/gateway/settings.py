@@ -23,6 +23,17 @@ DEFAULT_OPTION_BOUNDS: dict[str, float] = {
     "perturbation.num_train_timesteps": 4000,  # schedule length
     "perturbation.model_resolution": 2048,  # the noise grid (model_resolution^2 x 3 floats)
     "png_compress_level": 6,  # 7-9 cost several times level 1 on noise, for ~no gain
+    "negatives.kinds": 5,  # constructors per item
+    "negatives.mdpo.output_size": 1024,  # the crop's square (output_size^2 x 3 bytes)
+    "negatives.adavip.max_candidates": 16,  # one inpaint + one CLIP pass each
+    "negatives.adavip.detect_labels": 200,  # detector queries per item
+    "negatives.adavip.mask_dilation": 64,
+    "negatives.adavip.max_sentences": 32,  # CLIP texts per item
+    "negatives.adavip.fill.iterations": 500,  # Jacobi sweeps per level
+    "negatives.adavip.diffusers.num_inference_steps": 50,  # UNet passes per fill
+    "negatives.adavip.diffusers.resolution": 1024,
+    "negatives.mbpo.steps": 50,  # vision-tower forward + backward passes
+    "negatives.mbpo.max_new_tokens": 512,  # generated tokens per item
 }
 """Server-side bounds of the job options that cost time or memory (the gateway's default ``option_bounds``)."""
 

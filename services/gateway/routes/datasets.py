@@ -46,7 +46,7 @@ def _materialize(jobs: JobStore, job: JobRecord, folder: Path) -> None:
     (folder / "dataset.jsonl").write_bytes(jobs.store.get(JobKeys(job.tenant, job.id).manifest))
     outputs = jobs.outputs(job)
     for record in read_dataset(folder):
-        for rel in (record.image, record.rejected_image, record.mask):
+        for rel in record.files():
             target = folder / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(outputs.get(rel))
@@ -121,7 +121,7 @@ def write_tar(jobs: JobStore, job: JobRecord, sink: io.RawIOBase) -> None:
             data = jobs.store.get(f"{keys.dataset}/{name}")
             tar.addfile(info(name, len(data)), io.BytesIO(data))
         for record in _records(jobs, job, stats):
-            for rel in (record.image, record.rejected_image, record.mask):
+            for rel in record.files():
                 data = outputs.get(rel)
                 tar.addfile(info(rel, len(data)), io.BytesIO(data))
 

@@ -177,4 +177,7 @@ def get_item(item_id: str, job: JobDep, jobs: JobStoreDep, state: JobStateDep) -
     out = jobs.outputs(job)
     for field in ("image", "rejected_image", "mask"):
         record[f"{field}_url"] = out.url(record[field], URL_TTL)
+    for negative in record.get("negatives", {}).values():  # each kind's image and mask
+        negative["image_url"], negative["mask_url"] = out.url(negative["image"], URL_TTL), out.url(negative["mask"],
+                                                                                                     URL_TTL)
     return ItemPublic(id=item_id, status="done", record=record)

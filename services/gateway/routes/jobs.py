@@ -11,6 +11,8 @@ from pydantic import ValidationError
 from mfpo.jobs import JobRecord, JobState, JobStore, StateLost
 from mfpo.jobs.dispatch import Dispatcher
 from mfpo.jobs.intake import validation_message
+from mfpo.jobs.settings import PlatformSettings
+from mfpo.negatives.config import DEPLOYMENT_FIELDS, NEGATIVE_KINDS
 from mfpo.pipeline.config import GenerateConfig
 from services.gateway.deps import (
     DispatcherDep,
@@ -28,8 +30,46 @@ from services.gateway.settings import DEFAULT_OPTION_BOUNDS, GatewaySettings
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTHED_ERRORS)
 
 
-def job_options(raw: dict[str, Any], settings: GatewaySettings, models_configured: bool) -> GenerateConfig:
-    """Validate client options; model paths are refused (deployment settings), grounded needs models.
+def deployment_fields(value: Any, path: str = "options.negatives") -> list[str]:
+    """The dotted paths of deployment settings (model paths, devices, dtypes, batch sizes) in client options."""
+    if not isinstance(value, dict):
+        return []
+    found = []
+    for key, child in value.items():
+        if key in DEPLOYMENT_FIELDS:
+            found.append(f"{path}.{key}")
+        found += deployment_fields(child, f"{path}.{key}")
+    return found
+
+
+def check_negatives(negatives: Any, platform: PlatformSettings, region_mode: str) -> None:
+    """422 unless the kinds asked for are ones this deployment can make, with no deployment setting among the
+    client's negatives options."""
+    if not isinstance(negatives, dict):
+        raise HTTPException(422, "options.negatives must be an object")
+    given = deployment_fields(negatives)
+    if given:
+        raise HTTPException(422, f"{', '.join(given)}: deployment settings, not job options")
+    kinds = negatives.get("kinds") or []
+    able = platform.negative_kinds()
+    missing = [k for k in kinds if isinstance(k, str) and k in NEGATIVE_KINDS and k not in able]
+    if missing:
+        needs = {"adavip": "a CLIP model (MFPO_CLIP_MODEL)", "mbpo": "the policy model (MFPO_POLICY_MODEL)"}
+        raise HTTPException(422, "; ".join(f"negatives kind '{k}' needs a deployment with {needs[k]}" for k in missing)
+                            + f" (this deployment makes: {', '.join(able)})")
+    adavip = negatives.get("adavip")
+    if isinstance(adavip, dict) and adavip.get("candidates") == "regions+detector" and "adavip" in kinds:
+        if not platform.models_configured:
+            raise HTTPException(422, "adavip candidates 'regions+detector' need a deployment with a grounding model "
+                                     "and SAM")
+        if region_mode not in ("auto", "grounded"):
+            raise HTTPException(422, "adavip candidates 'regions+detector' use the grounding model: regions.mode "
+                                     f"must be auto or grounded, not {region_mode!r}")
+
+
+def job_options(raw: dict[str, Any], settings: GatewaySettings, platform: PlatformSettings) -> GenerateConfig:
+    """Validate client options; model paths are refused (deployment settings), grounded needs models, the
+    negatives' models are the deployment's.
 
     ``limits.max_pixels`` defaults to, and may not exceed, the deployment's ``max_image_pixels``.
     """
@@ -38,11 +78,15 @@ def job_options(raw: dict[str, Any], settings: GatewaySettings, models_configure
         raise HTTPException(422, "options.regions and options.limits must be objects")
     if {"grounding", "sam"} & set(regions):
         raise HTTPException(422, "options.regions.grounding/sam are deployment settings, not job options")
-    if regions.get("mode") == "grounded" and not models_configured:
+    if regions.get("mode") == "grounded" and not platform.models_configured:
         raise HTTPException(422, "regions.mode 'grounded' needs a deployment with a grounding model and SAM")
     limits = {"max_pixels": settings.max_image_pixels, "max_working_pixels": settings.max_working_pixels, **limits}
+    extra: dict[str, Any] = {}
+    if "negatives" in raw:
+        check_negatives(raw["negatives"], platform, str(regions.get("mode", "auto")))
+        extra["negatives"] = platform.deployment_negatives(raw["negatives"])
     try:
-        options = GenerateConfig.model_validate({**raw, "limits": limits})
+        options = GenerateConfig.model_validate({**raw, "limits": limits, **extra})
     except (ValidationError, TypeError, ValueError) as exc:
         message = validation_message(exc) if isinstance(exc, ValidationError) else str(exc)
         raise HTTPException(422, f"invalid options: {message}") from None
@@ -117,7 +161,7 @@ def public(job: JobRecord, jobs: JobStore, state: JobState, dispatcher: Dispatch
 def create_job(body: JobCreate, tenant: TenantDep, jobs: JobStoreDep, settings: SettingsDep,
                platform: PlatformDep, dispatcher: DispatcherDep, job_state: JobStateFactory) -> JobPublic:
     """Create a job; items are added with POST /v1/jobs/{id}/items or /v1/jobs/{id}/uploads."""
-    job = jobs.create_job(tenant, body.name, job_options(body.options, settings, platform.models_configured))
+    job = jobs.create_job(tenant, body.name, job_options(body.options, settings, platform))
     state = job_state(job)
     state.init()
     return public(job, jobs, state, dispatcher, settings)
