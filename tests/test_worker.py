@@ -160,7 +160,8 @@ def test_a_worker_killed_during_finalize_still_finishes_the_job(platform, items)
 
 def test_the_regions_stage_runs_on_the_gpu_queue_in_model_batches(platform, items, tmp_path):
     """With grounding + SAM configured (tiny random-weight models of the real architectures, on CPU here), the
-    regions stage goes to the gpu queue and runs a chunk's images through the models in batches; the cpu worker
+    regions stage goes to the gpu queue and runs a chunk's images through the models in batches; so does the
+    negatives stage of a job asking for AdaViP (the deployment's CLIP, the detector's candidates); the cpu worker
     never loads the models."""
     import subprocess
     import sys
@@ -172,13 +173,15 @@ def test_the_regions_stage_runs_on_the_gpu_queue_in_model_batches(platform, item
     assert made.returncode == 0, made.stderr
     env = {**platform.env, "MFPO_GROUNDING_MODEL": str(models / "grounding-dino"),
            "MFPO_SAM_CHECKPOINT": str(models / "sam_vit_tiny.pth"), "MFPO_SAM_TYPE": "vit_tiny",
-           "MFPO_CHUNK_SIZE": "8"}
+           "MFPO_CLIP_MODEL": str(models / "clip"), "MFPO_CHUNK_SIZE": "8"}
     settings = settings_from_env(env)
     dispatcher = Dispatcher(celery_client(settings), settings.queue_prefix, settings.models_configured)
     cpu = CeleryWorker(env, queues="cpu").start()
     gpu = CeleryWorker(env, queues="gpu", concurrency=1).start()
     try:
-        auto = GenerateConfig.model_validate({"regions": {"mode": "auto"}})
+        asked = {"kinds": ["mfpo", "adavip"], "adavip": {"candidates": "regions+detector", "labels_per_query": 40}}
+        auto = GenerateConfig.model_validate({"regions": {"mode": "auto"},  # as the gateway makes the options
+                                              "negatives": settings.deployment_negatives(asked)})
         job = platform.jobs.create_job("acme", "gpu-queue", auto)
         state = platform.state(job)
         state.init()
@@ -200,3 +203,10 @@ def test_the_regions_stage_runs_on_the_gpu_queue_in_model_batches(platform, item
     assert "mfpo.stage" in gpu.log() and "regions of chunk" not in cpu.log()
     assert "grounding" not in cpu.log().lower()
     assert state.counts().stages == {s.name: 16 for s in GRAPH}
+    assert len(re.findall(r"negatives adavip of chunk \S+: 8 items in batches of 32", gpu.log())) == 2
+    assert "negatives adavip" not in cpu.log() and "clip" not in cpu.log().lower()
+    lines = platform.jobs.store.get(JobKeys(job.tenant, job.id).manifest).decode().splitlines()
+    for record in map(ResultRecord.model_validate_json, lines):
+        adavip = record.negatives["adavip"]
+        assert adavip.fallback or adavip.details["candidates"], record.id  # removed an object, or said why not
+        assert all(c["source"] in ("grounded", "detector", "global") for c in adavip.details["candidates"])
