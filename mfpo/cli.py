@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from mfpo.eval.cli import eval_app
+from mfpo.testbed.cli import testbed
 
 app = typer.Typer(
     add_completion=False,
@@ -429,6 +430,7 @@ def format_options_table(rows: list[Any], width: int | None = None) -> str:
 models_app = typer.Typer(no_args_is_help=True, help="Model files for the grounded region stage.")
 app.add_typer(models_app, name="models")
 app.add_typer(eval_app, name="eval")
+app.command("testbed")(testbed)
 
 
 @models_app.command("tiny")

@@ -462,20 +462,26 @@ def _pick_kinds_and_colors(
     return picked
 
 
-def place_objects(config: SynthConfig, rng: np.random.Generator) -> list[SceneObject]:
+def place_objects(config: SynthConfig, rng: np.random.Generator,
+                  picked: Sequence[tuple[str, str]] | None = None) -> list[SceneObject]:
     """Draw and place a scene's objects, back to front.
 
     Each object lies fully inside the image. A candidate position is refused when it
     overlaps an earlier object and overlap is off, or when it would leave any earlier
-    object with less than ``min_visible`` of its pixels in view.
+    object with less than ``min_visible`` of its pixels in view. ``picked`` gives the
+    (kind, colour) of every object to place, in drawing order (the hallucination
+    testbed's co-occurrence priors choose them, :mod:`mfpo.testbed.world`); by default
+    the count, kinds and colours are drawn here from ``config``.
     """
     width, height = config.width, config.height
-    count = int(rng.integers(config.min_objects, config.max_objects + 1))
+    if picked is None:
+        count = int(rng.integers(config.min_objects, config.max_objects + 1))
+        picked = _pick_kinds_and_colors(config, count, rng)
     side = min(width, height)
     placed: list[SceneObject] = []
     full: list[BoolMask] = []
     cover = np.zeros((height, width), dtype=bool)
-    for kind_name, color_name in _pick_kinds_and_colors(config, count, rng):
+    for kind_name, color_name in picked:
         obj = None
         for _ in range(config.max_attempts):
             size = max(12, round(rng.uniform(config.min_size, config.max_size) * side))
@@ -794,6 +800,28 @@ class Scene:
         }
 
 
+def render_scene(
+    config: SynthConfig, rng: np.random.Generator, picked: Sequence[tuple[str, str]] | None = None,
+    keep_background: bool = False,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None, list[SceneObject], str]:
+    """(image, image without objects or None, objects, background word) of one scene drawn with ``rng``.
+
+    Background, objects (``picked`` or drawn from ``config``, :func:`place_objects`) back to
+    front, then grain; the same draws in the same order as :func:`make_scene` always made.
+    """
+    background, bg_word = render_background(config, rng)
+    objects = place_objects(config, rng, picked)
+    canvas = background.copy()
+    for o in objects:  # back to front
+        h, w = o.patch_mask.shape
+        region = canvas[o.y:o.y + h, o.x:o.x + w]
+        region[o.patch_mask] = o.patch[o.patch_mask]
+    grain = _grain(config.height, config.width, config.noise_std, rng)
+    image = _to_uint8(canvas + grain)
+    plain = _to_uint8(background + grain) if keep_background else None
+    return image, plain, objects, bg_word
+
+
 def scene_id(config: SynthConfig, index: int) -> str:
     """``synth-{seed}-{index:05d}``: stable, safe as a file name."""
     return f"synth-{config.seed}-{index:05d}"
@@ -806,16 +834,7 @@ def make_scene(config: SynthConfig, index: int, keep_background: bool = False) -
     objects (same grain), for checking annotations against it.
     """
     rng = np.random.default_rng([config.seed, index])
-    background, bg_word = render_background(config, rng)
-    objects = place_objects(config, rng)
-    canvas = background.copy()
-    for o in objects:  # back to front
-        h, w = o.patch_mask.shape
-        region = canvas[o.y:o.y + h, o.x:o.x + w]
-        region[o.patch_mask] = o.patch[o.patch_mask]
-    grain = _grain(config.height, config.width, config.noise_std, rng)
-    image = _to_uint8(canvas + grain)
-    plain = _to_uint8(background + grain) if keep_background else None
+    image, plain, objects, bg_word = render_scene(config, rng, keep_background=keep_background)
     groups = group_objects(objects)
     relation = find_relation(objects, groups, rng)
     closing = int(rng.integers(len(_CLOSINGS) + 1))

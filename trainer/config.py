@@ -112,3 +112,33 @@ class TrainConfig(ComponentConfig):
         if any(w < 0 for w in self.weights):
             raise ValueError("loss weights must be >= 0")
         return self
+
+
+class SftConfig(ComponentConfig):
+    """Supervised fine-tuning (``trainer.sft``): answer-token cross-entropy on (image, question, answer) rows.
+
+    The LLaVA recipe's instruction-tuning stage (MFPO sec. 4.1: "the first two stages follow standard LLaVA
+    training"); the hallucination testbed trains its base model with it from random weights.
+    """
+
+    learning_rate: float = Field(default=1e-3, gt=0.0, description="AdamW peak learning rate.")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        default="cosine", description="Learning rate after warmup (the curves of TrainConfig.lr_scheduler).")
+    warmup_ratio: float = Field(default=0.03, ge=0.0, le=1.0, description="Fraction of the steps warming up.")
+    epochs: float = Field(default=1.0, gt=0.0, description="Passes over the rows (fractions allowed).")
+    batch_size: int = Field(default=32, ge=1, description="Rows per optimizer step.")
+    weight_decay: float = Field(default=0.0, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(default=1.0, ge=0.0, description="Gradient norm clip (0: none).")
+    freeze_vision_tower: bool = Field(default=False, description="Keep the CLIP vision tower fixed (False: "
+                                                                 "trained with the rest, from scratch).")
+    vision_epochs: float = Field(
+        default=0.0, ge=0.0,
+        description="Passes of vision-tower pretraining over the images before SFT (0: none): predict from the "
+                    "mean-pooled features the words said about some images and not others (a bag-of-words head, "
+                    "Joulin et al. 2016), standing in for the CLIP pretraining LLaVA starts from; the head is "
+                    "dropped after.")
+    vision_learning_rate: float = Field(default=1e-3, gt=0.0, description="AdamW rate of the vision pretraining.")
+    vision_batch_size: int = Field(default=64, ge=1, description="Images per vision-pretraining step.")
+    logging_steps: int = Field(default=10, ge=1, description="Write a metrics line every N steps.")
+    seed: int = Field(default=0, ge=0, description="Seed of the row order.")
+    threads: int = Field(default=0, ge=0, description="torch CPU threads (0: leave as is).")

@@ -153,8 +153,12 @@ def score_chair(
     config: ChairConfig | None = None,
     image_id_key: str = "image_id",
     text_keys: Sequence[str] = TEXT_KEYS,
+    vocabulary: ChairVocabulary | None = None,
 ) -> ChairResult:
-    """CHAIR_s, CHAIR_i, recall and length of ``answers`` (rows with an image id and an answer text)."""
+    """CHAIR_s, CHAIR_i, recall and length of ``answers`` (rows with an image id and an answer text).
+
+    ``vocabulary``: the object words and their classes (default: COCO's, :func:`chair_vocabulary`); the
+    hallucination testbed passes its world's nouns (:mod:`mfpo.testbed.metrics`)."""
     if not answers:
         raise ValueError("no answers to score")
     missing = sorted({str(a.get(image_id_key)) for a in answers if str(a.get(image_id_key)) not in gt_objects})
@@ -167,7 +171,7 @@ def score_chair(
     for a in answers:
         text = str(first_field(a, text_keys, "answer text", "answers"))
         gt = gt_objects[str(a[image_id_key])]
-        mentions = object_mentions(text, config)
+        mentions = object_mentions(text, config, vocabulary)
         hallucinated = [m for m in mentions if m.node not in gt]
         recalled = {m.node for m in mentions if m.node in gt}
         mentions_total += len(mentions)
