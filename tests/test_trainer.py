@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mfpo.models.tiny import write_tiny_clip
 from mfpo.models.tiny_llava import write_tiny_llava
 from mfpo.pipeline.config import GenerateConfig
 from mfpo.pipeline.embedded import run_generate
@@ -28,8 +29,11 @@ FAST = {"learning_rate": 5e-3, "batch_size": 2, "epochs_per_stage": 5, "max_step
 def assets(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("trainer")
     items = generate_scenes(SynthConfig(n=12, seed=4, width=64, height=64), root / "items")
-    run_generate(items, root / "dataset", GenerateConfig.model_validate({"regions": {"mode": "annotations"}}),
-                 workers=1, gallery=False)
+    clip = write_tiny_clip(root / "clip")
+    negatives = {"kinds": ["mfpo", "mdpo", "adavip"], "adavip": {"clip": {"model_path": str(clip)}}}
+    run_generate(items, root / "dataset", GenerateConfig.model_validate({"regions": {"mode": "annotations"},
+                                                                         "negatives": negatives}),
+                 workers=1, gallery=False)  # each image loss trains on its own negatives
     return {"dataset": root / "dataset", "model": write_tiny_llava(root / "llava"), "root": root}
 
 
