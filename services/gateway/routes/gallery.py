@@ -31,7 +31,7 @@ from mfpo.schemas import Failure, ResultRecord
 from mfpo.storage.base import ObjectNotFound
 from services.gateway.deps import JobDep, JobStateDep, JobStoreDep, SettingsDep
 from services.gateway.routes.datasets import require_finished
-from services.gateway.schemas import AUTHED_ERRORS, errors
+from services.gateway.schemas import AUTHED_ERRORS, ErrorPublic, errors
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["gallery"], responses={**AUTHED_ERRORS, **errors(409)})
 
@@ -102,7 +102,8 @@ def image_sizes(jobs: JobStore, job: JobRecord, records: list[ResultRecord],
 
 @router.get("/gallery", response_class=Response,
             responses={200: {"description": "The gallery page", "content": {"text/html": {}}},
-                       404: {"description": "No such page, filter or item", "content": {"text/html": {}}}})
+                       404: {"model": ErrorPublic, "description": "No such job (JSON), or no such page, filter or "
+                             "item (a page saying so)", "content": {"text/html": {}}}})
 def get_gallery(
     job: JobDep, jobs: JobStoreDep, settings: SettingsDep, state: JobStateDep,
     page: Annotated[int, Query(ge=1, description="1-based page.")] = 1,
