@@ -428,3 +428,35 @@ def test_a_stage_whose_process_keeps_dying_is_given_up_with_a_reason(jobs, items
                 .decode().splitlines()]
     assert len(failures) == 4 and all("keywords stopped 2 times" in f["reason"] for f in failures)
     assert dataset_ids(jobs, job) == [] and state.counts().failed == 4
+
+
+def test_transient_errors_do_not_use_up_a_chunks_attempts(jobs, items, redis_client, settings, monkeypatch):
+    """A stage that fails with a transient store error more times than stage_max_attempts (an outage; the task is
+    retried each time) is not taken for a dying process: once the store is back its items are done, none failed.
+    (Before, a 5 s store outage failed whole chunks with "stopped 3 times ... killed".)"""
+    import mfpo.jobs.execute as execute
+    from mfpo.storage.base import StoreUnavailable
+
+    settings = settings.model_copy(update={"stage_max_attempts": 2})
+    job, state = new_job(jobs, redis_client, settings)
+    sender = RecordingSender()
+    submit(jobs, state, sender, job, settings, items[:4])
+    [chunk] = jobs.stored_chunks(job)
+    real_run_stage, outage = execute.run_stage, {"left": 5}
+
+    def flaky_run_stage(stage, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if stage.name == "regions" and outage["left"] > 0:
+            outage["left"] -= 1
+            raise StoreUnavailable("store away")
+        return real_run_stage(stage, *args, **kwargs)
+
+    monkeypatch.setattr(execute, "run_stage", flaky_run_stage)
+    close(jobs, state, sender, job, settings)
+    for _ in range(10):  # each failure is a retry of the same task (Celery's autoretry)
+        try:
+            drain(sender, jobs, redis_client, settings)
+            break
+        except StoreUnavailable:
+            sender.send_task(TASK_STAGE, ["acme", job.id, chunk, "regions"])
+    assert outage["left"] == 0 and state.counts().failed == 0
+    assert dataset_ids(jobs, job) == [item["id"] for item in items[:4]]

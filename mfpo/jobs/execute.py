@@ -28,7 +28,7 @@ from mfpo.jobs.store import JobKeys, JobStore
 from mfpo.pipeline.resources import StageResources
 from mfpo.stages.artifacts import decode_outcomes
 from mfpo.stages.graph import STAGES, Stage, first_stage, next_stage, producer
-from mfpo.stages.io import MissingInput
+from mfpo.stages.io import MissingInput, StoreChunkIO
 from mfpo.stages.runner import StageRun, give_up, run_stage
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,30 @@ def execute_stage(jobs: JobStore, state: JobState, dispatcher: Dispatcher, job: 
         return None  # finished already (a duplicate task) or gone
     io = jobs.chunk_io(job, chunk, put_threads=settings.put_threads)
     attempt = state.attempt(chunk, stage.name)
+    try:
+        run = _run_counted(jobs, state, dispatcher, job, chunk, stage, io, attempt, resources, settings)
+    except Exception:
+        state.uncount_attempt(chunk, stage.name)  # not a death: a transient error, retried
+        raise
+    if run is None:
+        return None
+    state.count_execution(stage.name, size, run.executed)
+    following = next_stage(stage)
+    if following is not None:
+        redispatch(state, dispatcher, job, chunk, following)
+        return run
+    outcomes = list(decode_outcomes(io.read("outcomes")))
+    done = sum(o.status == "done" for o in outcomes)
+    if state.complete(chunk, done, len(outcomes) - done):
+        dispatcher.finalize(job)
+    return run
+
+
+def _run_counted(jobs: JobStore, state: JobState, dispatcher: Dispatcher, job: JobRecord, chunk: str, stage: Stage,
+                 io: StoreChunkIO, attempt: int, resources: Callable[[Stage], StageResources],
+                 settings: PlatformSettings) -> StageRun | None:
+    """Steps 1-2 of a start counted as ``attempt``: give up past ``stage_max_attempts`` starts (the earlier ones'
+    processes died), else run the stage; None when there is nothing more to do for this task."""
     if attempt > settings.stage_max_attempts and not io.exists(stage.commit):
         reason = (f"{stage.name} stopped {attempt - 1} times on this chunk (its process was killed: time limit or "
                   "memory); given up")
@@ -106,13 +130,4 @@ def execute_stage(jobs: JobStore, state: JobState, dispatcher: Dispatcher, job: 
         log.warning("job %s chunk %s: %s missing; running %s again", job.id, chunk, exc.artifact, source.name)
         redispatch(state, dispatcher, job, chunk, source)
         return None
-    state.count_execution(stage.name, size, run.executed)
-    following = next_stage(stage)
-    if following is not None:
-        redispatch(state, dispatcher, job, chunk, following)
-        return run
-    outcomes = list(decode_outcomes(io.read("outcomes")))
-    done = sum(o.status == "done" for o in outcomes)
-    if state.complete(chunk, done, len(outcomes) - done):
-        dispatcher.finalize(job)
     return run

@@ -32,11 +32,14 @@ and :func:`mfpo.jobs.recovery.rebuild_state` rebuilds the whole state from the s
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import redis
 
 ClaimStatus = Literal["new", "same", "dup", "busy", "check"]
 
@@ -479,6 +482,13 @@ class JobState:
     def attempt(self, chunk: str, stage: str) -> int:
         """Count a start of ``stage`` on ``chunk``; returns how many starts there have been (1 = the first)."""
         return int(self.redis.hincrby(self.key("attempts"), f"{chunk}:{stage}", 1))
+
+    def uncount_attempt(self, chunk: str, stage: str) -> None:
+        """Take back a start that ended in an exception (a transient store or Redis error, retried): the
+        count is of starts whose process died, so an outage never uses up a chunk's attempts. Best effort:
+        with Redis away the start stays counted."""
+        with contextlib.suppress(redis.RedisError):
+            self.redis.hincrby(self.key("attempts"), f"{chunk}:{stage}", -1)
 
     def count_execution(self, stage: str, items: int, executed: bool) -> None:
         self.redis.hincrby(self.key("exec"), stage if executed else f"{stage}:skipped", items)

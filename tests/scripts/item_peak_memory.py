@@ -5,14 +5,19 @@
 Prints one JSON line: the rise of the process's peak RSS (MB) over its warmed-up baseline after the
 item is described (decoded) and after each stage, and the record's source_size. The image is made by the
 caller: this process never holds it decoded before the baseline is taken.
+
+The peak is the kernel's high-water mark (``VmHWM``), reset to the current RSS once the imports and models are
+warm (``/proc/self/clear_refs``): the peaks of importing torch and the models (which can be higher than the
+item's) do not hide the item's own rise.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import resource
+import re
 import sys
+from pathlib import Path
 
 from PIL import Image
 
@@ -27,7 +32,16 @@ from mfpo.storage.local import LocalStore
 
 
 def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The process's peak RSS since the last :func:`reset_peak` (MB)."""
+    match = re.search(r"VmHWM:\s+(\d+)\s+kB", Path("/proc/self/status").read_text())
+    assert match is not None, "no VmHWM in /proc/self/status"
+    return int(match.group(1)) / 1024
+
+
+def reset_peak() -> float:
+    """Reset the high-water mark to the current RSS (Linux >= 4.0) and return it (MB)."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return peak_mb()
 
 
 def main() -> None:
@@ -40,7 +54,7 @@ def main() -> None:
                                             "limits": {"max_pixels": 40_000_000, "max_working_pixels": working}})
     resources = build_resources(config.regions)
     alpha_bar(config.perturbation)
-    base = peak_mb()
+    base = reset_peak()
     item = PreferenceItem(id="big", image="x", question="What is there?", chosen="A blue cup on a table.",
                           rejected="A red car.",
                           annotations=[{"label": "cup", "box": [size * 0.1, size * 0.1, size * 0.6, size * 0.6]}])
