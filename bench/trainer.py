@@ -47,7 +47,7 @@ from trainer.collate import collate
 from trainer.config import TrainConfig
 from trainer.data import Example
 from trainer.losses import NEEDS_PERTURBED, compute_loss
-from trainer.model import forward_logps, load_policy
+from trainer.model import forward_logps, load_policy, prepare_policy
 
 LOSSES = ("dpo", "mfpo", "mdpo", "adavip")
 SHAPES = ("llava-1.5-7b",)
@@ -105,26 +105,6 @@ def build_shape(shape: str, device: torch.device, dtype: torch.dtype) -> tuple[A
     finally:
         torch.set_default_dtype(default_dtype)
     return model, processor
-
-
-def prepare_policy(model: Any, config: TrainConfig) -> Any:
-    """What ``trainer.model.load_policy`` does after loading: freeze the vision tower, gradient checkpointing,
-    LoRA adapters in the language model only."""
-    if config.freeze_vision_tower:
-        for name, param in model.named_parameters():
-            if "vision_tower" in name:
-                param.requires_grad_(False)
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
-    if config.lora:
-        from peft import LoraConfig, get_peft_model
-
-        targets = "|".join(config.lora_target_modules)
-        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                          target_modules=rf".*language_model.*\.({targets})")
-        model = get_peft_model(model, lora)
-    return model
 
 
 def examples(n: int, size: int) -> list[Example]:

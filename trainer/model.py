@@ -98,6 +98,12 @@ def load_policy(model_path: str, config: TrainConfig) -> tuple[Any, Any]:
         model: Any = AutoModelForImageTextToText.from_pretrained(model_path, local_files_only=local)
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot load model {model_path!r}: {exc}") from exc
+    return prepare_policy(model, config), processor
+
+
+def prepare_policy(model: Any, config: TrainConfig) -> Any:
+    """A loaded model made the policy the config asks for: vision tower frozen, gradient checkpointing, LoRA
+    adapters in the language model only (returns the PEFT model with LoRA)."""
     if config.freeze_vision_tower:
         for name, param in model.named_parameters():
             if "vision_tower" in name:
@@ -116,7 +122,7 @@ def load_policy(model_path: str, config: TrainConfig) -> tuple[Any, Any]:
             target_modules=rf".*language_model.*\.({targets})",  # adapters in the LLM, not the vision tower
         )
         model = get_peft_model(model, lora)
-    return model, processor
+    return model
 
 
 @contextlib.contextmanager
