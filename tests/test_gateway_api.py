@@ -55,7 +55,7 @@ class Api:
 
 
 def make_api(tmp_path, **gateway: Any) -> Iterator[Api]:  # type: ignore[no-untyped-def]
-    redis_url = redis_url_for_tests(11 + xdist_index())
+    redis_url = redis_url_for_tests(12 + xdist_index())
     platform = PlatformSettings(redis_url=redis_url, store_dir=tmp_path / "store", chunk_size=4,
                                 queue_prefix=f"t{uuid.uuid4().hex[:8]}-")
     settings = GatewaySettings(api_keys=SecretStr(KEYS), **gateway)
@@ -239,7 +239,7 @@ def test_failed_authentications_are_limited_per_client(tmp_path):
 
 
 def test_the_request_limit_is_shared_by_every_replica(tmp_path):
-    redis_url = redis_url_for_tests(11 + xdist_index())
+    redis_url = redis_url_for_tests(12 + xdist_index())
     platform = PlatformSettings(redis_url=redis_url, store_dir=tmp_path / "s", queue_prefix=f"r{uuid.uuid4().hex[:6]}-")
     settings = GatewaySettings(api_keys=SecretStr(KEYS), rate_limit_per_minute=4)
     with TestClient(create_app(settings, platform)) as a, TestClient(create_app(settings, platform)) as b:
@@ -347,7 +347,7 @@ def test_a_missing_bucket_is_503_with_the_reason(tmp_path):
         env = s3.env()
         s3_settings = S3Settings(endpoint=env["MFPO_S3_ENDPOINT"], access_key=env["MFPO_S3_ACCESS_KEY"],
                                  secret_key=env["MFPO_S3_SECRET_KEY"], secure=False, bucket="no-such-bucket")
-        platform = PlatformSettings(redis_url=redis_url_for_tests(11 + xdist_index()), s3=s3_settings,
+        platform = PlatformSettings(redis_url=redis_url_for_tests(12 + xdist_index()), s3=s3_settings,
                                     queue_prefix=f"b{uuid.uuid4().hex[:6]}-")
         app = create_app(GatewaySettings(api_keys=SecretStr(KEYS)), platform)
         with TestClient(app) as client:

@@ -19,7 +19,7 @@ KEY = {"Authorization": "Bearer acme-key-0001"}
 
 def _app(tmp_path, **overrides):  # type: ignore[no-untyped-def]
     settings = GatewaySettings(api_keys=SecretStr("acme:acme-key-0001"), **overrides)
-    platform = PlatformSettings(store_dir=tmp_path, redis_url=redis_url_for_tests(11 + xdist_index()),
+    platform = PlatformSettings(store_dir=tmp_path, redis_url=redis_url_for_tests(12 + xdist_index()),
                                 queue_prefix=f"l{uuid.uuid4().hex[:8]}-")
     return create_app(settings, platform)
 

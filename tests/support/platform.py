@@ -35,7 +35,10 @@ def redis_url_for_tests(db: int) -> str:
     """URL of database ``db`` on the local Redis, emptied; skips (or fails in CI) when Redis is down.
 
     Callers give each xdist process its own database (``base + xdist_index()``), so the
-    workers of one test process never take another's tasks.
+    workers of one test process never take another's tasks. Bases in use, each two apart so that
+    two xdist processes never share (and flush) one database: 2 gateway, 4 read-only root,
+    6 worker deploy, 8 worker, 10 jobs / negatives stage / gateway fuzz, 12 gateway API and
+    limits; 14 and 15 are the benches'.
     """
     import redis
 
