@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import statistics
 import tarfile
 import threading
 import time
@@ -323,8 +324,10 @@ def test_a_big_upload_neither_blocks_the_server_nor_extracts_its_zip(api, items,
     watcher.start()
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=ACME, timeout=300) as c:
+            started = time.perf_counter()
             r = c.post(f"/v1/jobs/{job_id}/uploads", files={"file": ("items.jsonl", rows),
                                                             "images": ("images.zip", archive)})
+            upload_s = time.perf_counter() - started
     finally:
         done.set()
         watcher.join(30)
@@ -332,7 +335,10 @@ def test_a_big_upload_neither_blocks_the_server_nor_extracts_its_zip(api, items,
         thread.join(10)
     assert r.status_code == 200, r.text[:500]
     assert len(r.json()["accepted"]) == 3000
-    assert len(latencies) >= 5 and max(latencies) < 1.0, max(latencies)  # the loop stayed free
+    # the loop stayed free: /healthz answered all along (a blocked loop answers once the upload is read, so one
+    # call waits for most of it); relative to the upload's own time, so a loaded machine does not fail it
+    assert len(latencies) >= 5, (len(latencies), upload_s)
+    assert statistics.median(latencies) < 0.25 and max(latencies) < max(0.5, upload_s / 3), (latencies, upload_s)
     assert largest_spool[0] <= len(rows) + len(archive) + 1_000_000  # nothing extracted
 
 
