@@ -156,3 +156,26 @@ def test_bad_worlds_are_refused() -> None:
         WorldConfig(priors=(Prior(anchor="cup", partner="kite"),))
     with pytest.raises(ValueError, match="unknown runs"):
         Config(quick_runs=("nope",))
+
+
+def test_kind_colors_draw_each_kind_in_its_own_colours() -> None:
+    """The committed world gives every kind one colour (README, Testbed: how it was sized): scenes, the rejected
+    caption's added object and the tokenizer's words follow it; other kinds keep every colour."""
+    from mfpo.testbed.world import world_words
+
+    world = Config().world
+    assert set(world.kind_colors) == set(world.kinds)
+    for i in range(40):
+        s = make_scene(world, "preference", i)
+        assert all(g.color == world.kind_colors[g.kind][0] for g in s.groups)
+        assert all(o.color == world.kind_colors[o.kind][0] for o in s.objects)
+        _, kind, _ = hallucinated_caption(s, world, np.random.default_rng(i))
+        assert f"{world.kind_colors[kind][0]} {kind}" in hallucinated_caption(s, world, np.random.default_rng(i))[0]
+    assert set(world.all_colors) <= set(world_words(world))
+    partial = WorldConfig(kind_colors={"cup": ("black",)})
+    assert partial.colors_of("cup") == ("black",) and partial.colors_of("ball") == partial.colors
+    assert "black" in partial.all_colors
+    with pytest.raises(ValueError):
+        WorldConfig(kind_colors={"cup": ("mauve",)})
+    with pytest.raises(ValueError):
+        WorldConfig(kind_colors={"box": ("red",)})

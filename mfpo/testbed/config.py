@@ -79,6 +79,12 @@ class WorldConfig(ComponentConfig):
     )
     colors: tuple[str, ...] = Field(default=("red", "yellow", "green", "blue", "white"),
                                     description="Object colour names (mfpo.synth palette).")
+    kind_colors: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="Colours a kind is drawn in, where it is not every one of ``colors`` (kind -> colour names). "
+                    "One colour per kind makes a kind recognisable by its colour: what a tiny vision tower "
+                    "trained from scratch in minutes can learn, where shapes alone it cannot (README, Testbed).",
+    )
     priors: tuple[Prior, ...] = Field(
         default=(Prior(anchor="cup", partner="ball"), Prior(anchor="car", partner="tree")),
         description="Co-occurrence priors; no kind may take part in two of them.",
@@ -103,8 +109,11 @@ class WorldConfig(ComponentConfig):
     @model_validator(mode="after")
     def _check(self) -> WorldConfig:
         bad = [k for k in self.kinds if k not in KINDS] + [c for c in self.colors if c not in PALETTE]
+        bad += [k for k in self.kind_colors if k not in self.kinds]
+        bad += [c for cs in self.kind_colors.values() for c in cs if c not in PALETTE]
+        bad += [k for k, cs in self.kind_colors.items() if not cs]
         if bad:
-            raise ValueError(f"unknown kinds/colours {bad}")
+            raise ValueError(f"unknown kinds/colours (or a kind without colours) {bad}")
         if len(set(self.kinds)) != len(self.kinds) or len(self.kinds) < 3:
             raise ValueError("kinds must be at least 3 distinct nouns")
         seen: set[str] = set()
@@ -120,6 +129,15 @@ class WorldConfig(ComponentConfig):
         if self.min_size > self.max_size:
             raise ValueError("min_size > max_size")
         return self
+
+    def colors_of(self, kind: str) -> tuple[str, ...]:
+        """The colours ``kind`` is drawn in."""
+        return self.kind_colors.get(kind, self.colors)
+
+    @property
+    def all_colors(self) -> tuple[str, ...]:
+        """Every colour some kind is drawn in."""
+        return tuple(dict.fromkeys((*self.colors, *(c for cs in self.kind_colors.values() for c in cs))))
 
 
 class ModelConfig(ComponentConfig):
@@ -222,6 +240,26 @@ def default_tables() -> tuple[TableSpec, ...]:
     )
 
 
+KIND_COLORS: dict[str, tuple[str, ...]] = {"cup": ("red",), "ball": ("blue",), "car": ("yellow",), "tree": ("green",),
+                                           "star": ("orange",), "house": ("purple",), "fish": ("pink",),
+                                           "flower": ("white",)}
+"""The testbed world's colour of each kind (sized in README, Testbed: "How it was sized")."""
+
+
+def _default_world() -> WorldConfig:
+    return WorldConfig(kind_colors=KIND_COLORS, sft_scenes=3000, questions_per_scene=2, preference_scenes=400,
+                       test_scenes=250)
+
+
+def _default_model() -> ModelConfig:
+    return ModelConfig(patch_size=8, vision_layers=4)
+
+
+def _default_sft() -> SftConfig:
+    return SftConfig(learning_rate=1e-3, epochs=1.0, batch_size=32, freeze_vision_tower=True, vision_epochs=3.0,
+                     vision_learning_rate=2e-3, vision_batch_size=64, logging_steps=20)
+
+
 def _default_train() -> TrainConfig:
     return TrainConfig(beta=0.1, learning_rate=1e-4, lora=False, freeze_vision_tower=True, batch_size=8,
                        epochs_per_stage=1, lr_scheduler="constant", max_grad_norm=1.0, report_to="none",
@@ -231,9 +269,9 @@ def _default_train() -> TrainConfig:
 class TestbedConfig(ComponentConfig):
     """Everything ``mfpo testbed`` runs, fixed before any method is compared (issue 16, "Honesty")."""
 
-    world: WorldConfig = Field(default_factory=WorldConfig, description="The procedural world and its splits.")
-    model: ModelConfig = Field(default_factory=ModelConfig, description="Sizes of the tiny LLaVA.")
-    sft: SftConfig = Field(default_factory=SftConfig, description="Base-model SFT (trainer.sft); its seed is "
+    world: WorldConfig = Field(default_factory=_default_world, description="The procedural world and its splits.")
+    model: ModelConfig = Field(default_factory=_default_model, description="Sizes of the tiny LLaVA.")
+    sft: SftConfig = Field(default_factory=_default_sft, description="Base-model SFT (trainer.sft); its seed is "
                                                                   "the run seed when base_per_seed.")
     train: TrainConfig = Field(default_factory=_default_train,
                                description="Preference training shared by every run (trainer.loop.train); "

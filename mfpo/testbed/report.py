@@ -267,14 +267,18 @@ def render_markdown(config: TestbedConfig, report: Mapping[str, Any],
     w = config.world
     priors = "; ".join(f"{p.partner} with {p.anchor}: {p.sft:.0%} of SFT scenes, {p.preference:.0%} preference, "
                        f"{p.test:.0%} held-out" for p in w.priors)
+    palette = (", ".join(f"{k} {'/'.join(w.colors_of(k))}" for k in w.kinds) if w.kind_colors
+               else f"{len(w.colors)} colours")
     lines += ["## Setup", "",
-              f"- World: {len(w.kinds)} kinds ({', '.join(w.kinds)}), {len(w.colors)} colours, "
+              f"- World: {len(w.kinds)} kinds ({palette}), "
               f"{w.min_groups}-{w.max_groups} kinds per scene, {w.image_size} px; priors: {priors}. "
               f"{w.sft_scenes} SFT scenes, {w.preference_scenes} preference items, {w.test_scenes} held-out scenes.",
               f"- Model: LLaVA-1.5 architecture, CLIP vision {config.model.vision_layers}x{config.model.vision_hidden} "
               f"(patch {config.model.patch_size}, {config.model.image_tokens} image tokens), Llama "
               f"{config.model.text_layers}x{config.model.text_hidden}; SFT from random weights, "
-              f"{config.sft.epochs} epochs, lr {config.sft.learning_rate}"
+              f"{config.sft.vision_epochs} epochs of vision-tower pretraining"
+              f"{' (then frozen)' if config.sft.freeze_vision_tower else ''}, {config.sft.epochs} epochs, "
+              f"lr {config.sft.learning_rate}"
               + ("; one base model per seed." if config.base_per_seed else "; one base model for all seeds."),
               f"- Preference training: beta {config.train.beta}, lr {config.train.learning_rate}, batch "
               f"{config.train.batch_size} items, {config.train.epochs_per_stage} epoch(s) per stage, "

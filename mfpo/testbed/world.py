@@ -2,7 +2,8 @@
 
 Scenes are drawn by :mod:`mfpo.synth` (its object drawers, backgrounds and grain); what this module
 adds is *which* objects a scene holds. A scene has ``min_groups``-``max_groups`` object kinds drawn
-uniformly, each in one colour, once or (``two_prob``) twice. Then every :class:`~mfpo.testbed.config.Prior`
+uniformly, each in one colour (drawn from ``colors``, or from the kind's own
+``kind_colors``), once or (``two_prob``) twice. Then every :class:`~mfpo.testbed.config.Prior`
 whose anchor is present tosses one coin: with its split's probability the partner is made present
 (added), otherwise absent (replaced by a kind outside every prior, or dropped). So
 P(partner | anchor) is exactly the split's value: 0.9 in the SFT scenes by default, 0.5 in the
@@ -142,9 +143,11 @@ def sample_groups(config: WorldConfig, split: Split, rng: np.random.Generator) -
                 chosen[at] = spare[int(rng.integers(len(spare)))]
             else:
                 chosen.pop(at)
-    colors = list(config.colors)
-    return [Group(x, colors[int(rng.integers(len(colors)))], 2 if rng.random() < config.two_prob else 1)
-            for x in chosen]
+    groups = []
+    for x in chosen:
+        colors = config.colors_of(x)
+        groups.append(Group(x, colors[int(rng.integers(len(colors)))], 2 if rng.random() < config.two_prob else 1))
+    return groups
 
 
 def scene_id(config: WorldConfig, split: Split, index: int) -> str:
@@ -229,7 +232,8 @@ def hallucinated_caption(scene: WorldScene, config: WorldConfig, rng: np.random.
     else:
         absent = [k for k in config.kinds if k not in scene.kinds]
         kind, why = absent[int(rng.integers(len(absent)))], "object"
-    color = config.colors[int(rng.integers(len(config.colors)))]
+    colors = config.colors_of(kind)
+    color = colors[int(rng.integers(len(colors)))]
     return caption([*scene.groups, Group(kind, color, 1)], config.kinds), kind, why
 
 
@@ -248,7 +252,7 @@ def world_words(config: WorldConfig) -> list[str]:
              "many", "one", "two", "yes", "no", "describe"}
     for k in config.kinds:
         words |= {k, plural(k)}
-    words |= set(config.colors)
+    words |= set(config.all_colors)
     return sorted(words)
 
 
