@@ -107,3 +107,8 @@ def test_paired_verdicts_need_an_interval_that_excludes_zero() -> None:
     assert noisy["CHAIR_i"]["verdict"] == "same"
     worse = paired({"mfpo": runs("mfpo", [12, 13, 14]), "dpo": runs("dpo", [10, 11, 12.2])}, "mfpo", "dpo", columns)
     assert worse["CHAIR_i"]["verdict"] == "worse"
+    probe = (("image reward margin", "-", lambda m: m["captions"]["chair_i"]),)
+    assert paired({"mfpo": runs("mfpo", [5, 6, 7]), "dpo": runs("dpo", [10, 11, 12.5])}, "mfpo", "dpo",
+                  probe)["image reward margin"]["verdict"] == "lower"  # differs, no better direction
+    assert paired({"mfpo": runs("mfpo", [5, 15, 7]), "dpo": runs("dpo", [10, 5, 8])}, "mfpo", "dpo",
+                  probe)["image reward margin"]["verdict"] == "same"

@@ -239,6 +239,18 @@ def run_testbed(config: TestbedConfig, out: Path, quick: bool = False, log: Log 
     _run_jobs(config, datasets["probe"], jobs, log)
     timings["runs"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
-    report = write_report(config, out, runs, seeds, quick, {k: round(v, 1) for k, v in timings.items()})
+    report = write_report(config, out, runs, seeds, quick, _add_timings(out, quick, timings))
     log(f"report: {out / 'report.md'} ({timings['total']:.0f} s this invocation)")
     return report
+
+
+def _add_timings(out: Path, quick: bool, timings: dict[str, float]) -> dict[str, float]:
+    """This invocation's step times added to those of the earlier invocations on ``out`` (``timings.json``, per
+    mode): a resumed folder reports what making it cost in all, and re-running a finished one adds only the
+    seconds it took to read it back."""
+    path = out / "timings.json"
+    kept: dict[str, dict[str, float]] = json.loads(path.read_text()) if path.is_file() else {}
+    mode = "quick" if quick else "full"
+    summed = {k: round(kept.get(mode, {}).get(k, 0.0) + v, 1) for k, v in timings.items()}
+    path.write_text(json.dumps({**kept, mode: summed}, indent=1))
+    return summed

@@ -8,7 +8,8 @@ and the modality probe: the text and image reward margins that training added (t
 MFPO Fig. 1a) and the share of items that still prefer y_w under a destroyed image (Fig. 1b).
 
 The MFPO-vs-DPO verdict uses paired differences (same seed, same base): their mean and 95% interval;
-"better" only when the interval excludes 0. Plots (PNG): rewards of chosen and rejected answers per step
+"better" / "worse" only when the interval excludes 0 ("lower" / "higher" for the probe, which has no better
+direction). Plots (PNG): rewards of chosen and rejected answers per step
 with and without L_margin (MFPO Fig. 6), loss per step easy-to-hard vs end-to-end with the stage
 boundaries (Fig. 7), and the probe's margins and preferences for base / DPO / MFPO
 (:func:`mfpo.eval.plots.plot_probe`).
@@ -124,7 +125,9 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[st
 
 def paired(results: Mapping[str, Sequence[Mapping[str, Any]]], a: str, b: str,
            columns: Sequence[tuple[str, str, Getter]]) -> dict[str, dict[str, float]]:
-    """Per column: mean and 95% interval of (a - b) over the seeds both ran, and whether a is better."""
+    """Per column: mean and 95% interval of (a - b) over the seeds both ran, and the verdict: better / worse
+    where the interval excludes 0 (lower / higher for the probe's columns, which have no better direction),
+    else same."""
     out: dict[str, dict[str, float]] = {}
     by_seed_b = {r["seed"]: r for r in results.get(b, [])}
     pairs = [(r, by_seed_b[r["seed"]]) for r in results.get(a, []) if r["seed"] in by_seed_b]
@@ -140,6 +143,8 @@ def paired(results: Mapping[str, Sequence[Mapping[str, Any]]], a: str, b: str,
         verdict = "same"
         if excludes and better != "-":
             verdict = "better" if (mean < 0) == (better == "lower") else "worse"
+        elif excludes:  # a probe figure: no better direction, but the runs differ
+            verdict = "lower" if mean < 0 else "higher"
         out[col] = {"mean": mean, "ci95": half, "n": len(diffs), "verdict": verdict}  # type: ignore[dict-item]
     return out
 
