@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     try:
         import matplotlib
     except ImportError as exc:  # pragma: no cover - the eval extra installs it
@@ -22,9 +23,20 @@ def _pyplot() -> Any:
     return plt
 
 
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out ``fig``, write it as PNG to ``path`` (folders made) and close it; returns the path."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
+
+
 def plot_probe(runs: Mapping[str, Sequence[Mapping[str, Any]]], out_path: Path) -> Path:
     """Text-margin and image-margin histograms and the preference rates (true image vs full noise) per run."""
-    plt = _pyplot()
+    plt = pyplot()
     import numpy as np
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
@@ -50,17 +62,12 @@ def plot_probe(runs: Mapping[str, Sequence[Mapping[str, Any]]], out_path: Path) 
     axes[2].set_ylabel("% of items")
     axes[2].set_title("preferences")
     axes[2].legend()
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path)
 
 
 def plot_metrics(table: Mapping[str, Mapping[str, float]], out_path: Path) -> Path:
     """Grouped bars: one group per metric (column of the report table), one bar per run."""
-    plt = _pyplot()
+    plt = pyplot()
     metrics = list(dict.fromkeys(m for row in table.values() for m in row))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(metrics) + 2), 4.2))
     width = 0.8 / max(len(table), 1)
@@ -71,9 +78,4 @@ def plot_metrics(table: Mapping[str, Mapping[str, float]], out_path: Path) -> Pa
                   ha="right")
     ax.legend()
     ax.set_title("benchmarks")
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path)

@@ -156,12 +156,12 @@ def _curves(out: Path, seed: int, run: str) -> list[dict[str, Any]]:
 
 def plot_rewards(out: Path, seed: int, runs: Sequence[tuple[str, str]], path: Path) -> Path | None:
     """MFPO Fig. 6: rewards of chosen and rejected answers per optimizer step, per run (with / without L_margin)."""
-    from mfpo.eval.plots import _pyplot
+    from mfpo.eval.plots import pyplot, save_figure
 
     curves = {title: _curves(out, seed, name) for name, title in runs}
     if not any(curves.values()):
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for k, (title, rows) in enumerate(curves.items()):
         color = f"C{k}"
@@ -174,21 +174,17 @@ def plot_rewards(out: Path, seed: int, runs: Sequence[tuple[str, str]], path: Pa
     ax.set_ylabel("implicit reward  beta log(pi / pi_ref)")
     ax.set_title(f"Rewards with and without L_margin (MFPO Fig. 6), seed {seed}")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_losses(out: Path, seed: int, runs: Sequence[tuple[str, str]], path: Path) -> Path | None:
     """MFPO Fig. 7: training loss per optimizer step, easy-to-hard (stage boundaries marked) vs end-to-end."""
-    from mfpo.eval.plots import _pyplot
+    from mfpo.eval.plots import pyplot, save_figure
 
     curves = {title: _curves(out, seed, name) for name, title in runs}
     if not any(curves.values()):
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for k, (title, rows) in enumerate(curves.items()):
         ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], color=f"C{k}", label=title)
@@ -200,11 +196,7 @@ def plot_losses(out: Path, seed: int, runs: Sequence[tuple[str, str]], path: Pat
     ax.set_ylabel("training loss")
     ax.set_title(f"Loss, easy-to-hard vs end-to-end (MFPO Fig. 7), seed {seed}")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_plots(config: TestbedConfig, out: Path, names: set[str], seed: int) -> list[str]:
