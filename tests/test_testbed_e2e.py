@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from mfpo.testbed.config import TestbedConfig as Config
-from mfpo.testbed.data import negatives_available
 from mfpo.testbed.experiment import run_testbed
 from mfpo.testbed.runs import RESULT, read_rows
 
@@ -45,7 +44,7 @@ def test_mini_testbed_end_to_end(tmp_path: Path) -> None:
     regions = read_rows(out / "data" / "regions-t500" / "dataset.jsonl")
     assert len(regions) == config.world.preference_scenes
     assert all(r["regions"] and r["regions"][0]["source"] == "annotations" for r in regions)
-    kinds = {"mfpo"} | {k for k in ("mdpo", "adavip") if negatives_available(k)}  # type: ignore[arg-type]
+    kinds = {"mfpo", "mdpo", "adavip"}
     for r in regions:
         assert set(r["negatives"]) == kinds
         assert r["rejected_image"] == r["negatives"]["mfpo"]["image"]
@@ -71,16 +70,13 @@ def test_mini_testbed_end_to_end(tmp_path: Path) -> None:
             assert set(m["pope"]) == {"random", "popular", "adversarial", "mean"}
         assert (out / "base" / f"seed-{seed}" / "sft" / "final" / "config.json").is_file()
     for name in ("mdpo", "adavip"):
-        own = negatives_available(config.run(name).negatives)
-        assert report["negatives_used"][name] == (config.run(name).negatives if own else "mfpo")
+        assert report["negatives_used"][name] == config.run(name).negatives
 
     # the report: one table per configured table, intervals over the two seeds, the verdict, notes, plots
     md = (out / "report.md").read_text()
     assert [t["name"] for t in report["tables"]] == ["main", "table8"]
     assert "MFPO Table 8" in md and "± " in md and "## MFPO vs DPO" in md
     assert set(report["mfpo_vs_dpo"]["CHAIR_i"]) == {"mean", "ci95", "n", "verdict"}
-    if not negatives_available("mdpo"):
-        assert "trained on MFPO's region-noise data" in md
     for plot in report["plots"]:
         assert (out / plot).stat().st_size > 1000
     assert len(report["plots"]) == 3

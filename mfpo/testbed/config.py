@@ -22,9 +22,7 @@ figure8    noise step t = 100, 300, 500, 700, 900                       Figure 8
 
 DPO, mDPO and AdaViP train end to end (their papers have no curriculum); every MFPO variant trains easy
 to hard unless it is Table 7's ablation. mDPO and AdaViP train on their own negatives (``mdpo`` crop,
-``adavip`` removal), made by ``mfpo generate``'s negatives stage in the same dataset as MFPO's noise; where
-the pipeline cannot build a kind (:func:`mfpo.testbed.data.negatives_available`) the run trains on MFPO's
-data with its own loss, and the report says so.
+``adavip`` removal), made by ``mfpo generate``'s negatives stage in the same dataset as MFPO's noise.
 
 The preference-training settings are the trainer's own :class:`trainer.config.TrainConfig` and the SFT
 settings its :class:`trainer.config.SftConfig` (pydantic only, no torch): the one place besides
@@ -47,8 +45,7 @@ from trainer.config import LossName, SftConfig, TrainConfig
 NegativesKind = Literal["mfpo", "global", "random", "mdpo", "adavip"]
 """Which rejected images a run trains on: MFPO's region noise (exact annotation regions), its Table 8
 ablations (the same noise over the whole image, or over a random rectangle of 20% of it), or a sibling
-method's own negatives made by ``mfpo generate``'s negatives stage (mDPO's crop, AdaViP's object removal;
-:func:`mfpo.testbed.data.negatives_available`)."""
+method's own negatives made by ``mfpo generate``'s negatives stage (mDPO's crop, AdaViP's object removal)."""
 
 
 class Prior(ComponentConfig):

@@ -32,16 +32,6 @@ regions (and the siblings', which use the same keyword regions), or MFPO Table 8
 SIBLINGS = ("mdpo", "adavip")
 
 
-def negatives_available(kind: NegativesKind) -> bool:
-    """Whether ``mfpo generate`` builds ``kind``'s rejected images: MFPO's noise kinds always; mDPO's crop and
-    AdaViP's removal when the stage graph has the negatives stage (``GenerateConfig.negatives``)."""
-    if kind not in SIBLINGS:
-        return True
-    from mfpo.pipeline.config import GenerateConfig
-
-    return "negatives" in GenerateConfig.model_fields
-
-
 def dataset_key(kind: NegativesKind, noise_step: int) -> str:
     """The dataset a kind of negatives lives in: ``regions-t500`` holds MFPO's region noise and the siblings'
     negatives (one dataset, one column per kind); ``global-t500`` / ``random-t500`` the Table 8 ablations."""
@@ -94,9 +84,8 @@ def generate_config(mode: str, noise_step: int, model_resolution: int, kinds: Se
     options: dict[str, Any] = {
         "regions": {"mode": mode, "random_fraction": 0.2},
         "perturbation": {"noise_step": noise_step, "model_resolution": model_resolution},
+        "negatives": {"kinds": list(kinds), **(siblings or {})},
     }
-    if "negatives" in GenerateConfig.model_fields:
-        options["negatives"] = {"kinds": list(kinds), **(siblings or {})}
     return GenerateConfig.model_validate(options)
 
 

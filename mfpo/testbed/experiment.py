@@ -27,7 +27,7 @@ from typing import Any
 
 from mfpo.testbed.config import TestbedConfig
 from mfpo.testbed.data import dataset_key
-from mfpo.testbed.runs import RESULT, negatives_used, read_rows, score, train_and_score
+from mfpo.testbed.runs import RESULT, read_rows, score, train_and_score
 
 Log = Callable[[str], None]
 
@@ -73,7 +73,7 @@ def build_datasets(config: TestbedConfig, runs: tuple[Any, ...], world: dict[str
 
     wanted: dict[str, tuple[str, int, set[str]]] = {}
     for r in runs:
-        kind = negatives_used(r)
+        kind = r.negatives
         key = dataset_key(kind, r.noise_step)
         mode, step, kinds = wanted.setdefault(key, (REGION_MODES[kind], r.noise_step, {"mfpo"}))
         if kind in SIBLINGS:
@@ -233,7 +233,7 @@ def run_testbed(config: TestbedConfig, out: Path, quick: bool = False, log: Log 
 
     t = time.perf_counter()
     jobs: list[tuple[Callable[..., str], tuple[Any, ...]]] = [
-        (_run_job, (seed, spec.name, datasets[dataset_key(negatives_used(spec), spec.noise_step)],
+        (_run_job, (seed, spec.name, datasets[dataset_key(spec.negatives, spec.noise_step)],
                     seed if config.base_per_seed else 0, out))
         for seed in seeds for spec in runs]
     _run_jobs(config, datasets["probe"], jobs, log)

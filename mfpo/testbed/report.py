@@ -299,12 +299,6 @@ def render_markdown(config: TestbedConfig, report: Mapping[str, Any],
             ci = "" if math.isnan(d["ci95"]) else f" ± {d['ci95']:.2f}"
             lines.append(f"| {col} | {d['mean']:+.2f}{ci} | {d['verdict']} |")
         lines.append("")
-    substituted = {n: k for n, k in report["negatives_used"].items() if k != config.run(n).negatives}
-    if substituted:
-        lines += ["## Notes", ""] + [
-            f"- {config.run(n).title} asks for its own `{config.run(n).negatives}` negatives, which `mfpo generate` "
-            f"does not build yet: it trained on MFPO's region-noise data (`{k}`) with its own loss." for n, k in
-            sorted(substituted.items())] + [""]
     if report["plots"]:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]] + [""]
     return "\n".join(lines)

@@ -15,17 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mfpo.testbed.config import NegativesKind, RunSpec, TestbedConfig
-from mfpo.testbed.data import SIBLINGS, negatives_available
+from mfpo.testbed.config import RunSpec, TestbedConfig
+from mfpo.testbed.data import SIBLINGS
 from mfpo.testbed.evaluate import EvalSet, evaluate_model
 
 RESULT = "result.json"
 PROBE = "probe.jsonl"
-
-
-def negatives_used(spec: RunSpec) -> NegativesKind:
-    """The rejected images ``spec`` trains on: its own when ``mfpo generate`` builds them, else MFPO's."""
-    return spec.negatives if negatives_available(spec.negatives) else "mfpo"
 
 
 def trainer_negatives(spec: RunSpec) -> str:
@@ -33,8 +28,7 @@ def trainer_negatives(spec: RunSpec) -> str:
     column of their own dataset; dpo reads none)."""
     if spec.loss == "dpo":
         return "auto"
-    used = negatives_used(spec)
-    return used if used in SIBLINGS else "mfpo"
+    return spec.negatives if spec.negatives in SIBLINGS else "mfpo"
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -77,7 +71,7 @@ def train_and_score(spec: RunSpec, seed: int, config: TestbedConfig, dataset: Pa
     train_seconds = time.perf_counter() - started
     metrics = score(summary["final"], evalset, config, out, base_probe)
     result = {"run": spec.name, "seed": seed, "spec": spec.model_dump(mode="json"),
-              "negatives_used": negatives_used(spec), "dataset": dataset.name,
+              "negatives_used": spec.negatives, "dataset": dataset.name,
               "train": {"steps": summary["steps"], "stages": summary["stages"], "last": summary["last"],
                         "seconds": round(train_seconds, 2)},
               "metrics": metrics}
