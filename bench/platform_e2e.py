@@ -11,8 +11,9 @@ For each (items, size) - ``--n`` x ``--size`` and ``--small-n`` x ``--small-size
     their models), the items are uploaded as one JSONL file with inline images, the job is closed and
     polled until finished. ``items_per_s`` counts from the start of the upload to the finished dataset;
     ``s3_requests_per_item`` counts moto's request log over the same span (every GET/PUT/HEAD/LIST/...,
-    submission and finalize included); ``stage_runs_per_item`` is, per stage, the items it ran on over
-    the items submitted (1.00: no stage ran twice) from the job's own counters;
+    submission and finalize included; ``s3_requests_by_object_per_item`` splits them by method and object:
+    the job record, chunk inputs, stage artifacts, the per-item files, the dataset); ``stage_runs_per_item``
+    is, per stage, the items it ran on over the items submitted (1.00: no stage ran twice) from the job's own counters;
 (c) **platform, local folder store**: the same with ``MFPO_STORE_DIR`` (no S3 server): the platform's
     overhead apart from the S3 server's CPU, which on this 2-core machine competes with the workers.
 
@@ -64,7 +65,19 @@ from mfpo.synth import SynthConfig, generate_scenes  # noqa: E402
 REDIS_DB = 15
 OPTIONS = {"regions": {"mode": "annotations"}}
 FINISH_TIMEOUT_S = 1800.0
-REQUEST = re.compile(r'"(GET|PUT|POST|HEAD|DELETE) ')
+REQUEST = re.compile(r'"(GET|PUT|POST|HEAD|DELETE) /[^/ ]+/([^ ?]*)')
+OBJECT_KINDS = (  # (kind, pattern of the key under the bucket), first match wins; layout in mfpo.jobs.store
+    ("job record", re.compile(r"tenants/[^/]+/jobs/[^/]+/job\.json$")),
+    ("chunk inputs", re.compile(r"tenants/[^/]+/jobs/[^/]+/chunks/")),
+    ("stage artifacts", re.compile(r"tenants/[^/]+/jobs/[^/]+/(work|outcomes)/")),
+    ("item files", re.compile(r"tenants/[^/]+/jobs/[^/]+/out/(images|rejected|masks)[^/]*/")),
+    ("dataset", re.compile(r"tenants/[^/]+/jobs/[^/]+/(out|dataset)/")),
+)
+
+
+def object_kind(key: str) -> str:
+    """What a request's object is, for the per-object breakdown of the S3 traffic."""
+    return next((kind for kind, pattern in OBJECT_KINDS if pattern.match(key)), "other")
 
 
 def _per_s(n: int, seconds: float) -> float:
@@ -211,8 +224,10 @@ def bench_platform(jsonl: bytes, warm: bytes, n: int, store: str, work: Path, ch
             cpu = {k: round(cpu_seconds(p) - before[k], 2) for k, p in pids.items()}
             job["steady"] = steady_rate(redis_url, env["MFPO_QUEUE_PREFIX"], "acme", job["job"])
             time.sleep(0.5)
-            requests = Counter(m.group(1) for line in (s3.log().splitlines()[log_mark:] if s3 else [])
-                               if (m := REQUEST.search(line)))
+            logged = [(m.group(1), object_kind(m.group(2))) for line in (s3.log().splitlines()[log_mark:] if s3 else [])
+                      if (m := REQUEST.search(line))]
+            requests = Counter(method for method, _ in logged)
+            by_object = Counter(f"{method} {kind}" for method, kind in logged)
             queues = [f"{env['MFPO_QUEUE_PREFIX']}{q}" for q in ("cpu", "control")]
             queued = run_job(c, "bench-queued", jsonl.replace(b'"id": "', b'"id": "q-'), n,
                              paused=(celery_client(env), queues))
@@ -229,6 +244,7 @@ def bench_platform(jsonl: bytes, warm: bytes, n: int, store: str, work: Path, ch
         "close_to_finished_seconds": round(job["close_to_finished_seconds"], 3),
         "s3_requests_per_item": round(sum(requests.values()) / n, 3) if s3 is not None else None,
         "s3_requests_by_method_per_item": {k: round(v / n, 3) for k, v in sorted(requests.items())},
+        "s3_requests_by_object_per_item": {k: round(v / n, 3) for k, v in sorted(by_object.items())},
         "stage_runs_per_item": {k: round(v / n, 3) for k, v in sorted(stages.items())},
         "cpu_seconds": cpu,
         "cpu_ms_per_item": {k: round(v * 1000 / n, 1) for k, v in cpu.items()},
