@@ -25,12 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from mfpo.testbed.config import TestbedConfig
-from mfpo.testbed.data import generate_config, generate_dataset
 from mfpo.testbed.evaluate import EvalSet, evaluate_model
-from mfpo.testbed.experiment import build_world
+from mfpo.testbed.experiment import build_probe_dataset, build_world
 from mfpo.testbed.model import write_testbed_llava
 from mfpo.testbed.world import world_words
 from trainer.sft import read_sft_rows, sft_train
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def main() -> None:
@@ -51,16 +54,15 @@ def main() -> None:
     started = time.perf_counter()
     world_key = hashlib.sha256(config.world.model_dump_json().encode()).hexdigest()[:12]
     world_dir = args.cache / world_key
-    world = build_world(config, world_dir, lambda m: print(m, file=sys.stderr))
-    generate_dataset(world["test"], world_dir / "probe", generate_config("annotations", 500, config.model.image_size,
-                                                                         ["mfpo"]))
+    world = build_world(config, world_dir, _log)
+    probe = build_probe_dataset(config, world, world_dir, _log)
     world_s = time.perf_counter() - started
 
     init = write_testbed_llava(args.out / "init", config.model, world_words(config.world), seed=args.seed)
     rows, images = read_sft_rows(world["sft"])
     summary = sft_train(config.sft.model_copy(update={"seed": args.seed}), rows, images, str(init), args.out / "sft")
     t = time.perf_counter()
-    evalset = EvalSet.build(config.world, config.eval, world_dir / "probe")
+    evalset = EvalSet.build(config.world, config.eval, probe)
     metrics, _ = evaluate_model(str(args.out / "sft" / "final"), evalset, config.eval)
     eval_s = time.perf_counter() - t
     pope = metrics["pope"]

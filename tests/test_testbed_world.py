@@ -169,8 +169,8 @@ def test_kind_colors_draw_each_kind_in_its_own_colours() -> None:
         s = make_scene(world, "preference", i)
         assert all(g.color == world.kind_colors[g.kind][0] for g in s.groups)
         assert all(o.color == world.kind_colors[o.kind][0] for o in s.objects)
-        _, kind, _ = hallucinated_caption(s, world, np.random.default_rng(i))
-        assert f"{world.kind_colors[kind][0]} {kind}" in hallucinated_caption(s, world, np.random.default_rng(i))[0]
+        text, kind, _ = hallucinated_caption(s, world, np.random.default_rng(i))
+        assert f"{world.kind_colors[kind][0]} {kind}" in text
     assert set(world.all_colors) <= set(world_words(world))
     partial = WorldConfig(kind_colors={"cup": ("black",)})
     assert partial.colors_of("cup") == ("black",) and partial.colors_of("ball") == partial.colors

@@ -23,7 +23,6 @@ def pyplot() -> Any:
     return plt
 
 
-
 def save_figure(fig: Any, path: Path) -> Path:
     """Lay out ``fig``, write it as PNG to ``path`` (folders made) and close it; returns the path."""
     fig.tight_layout()

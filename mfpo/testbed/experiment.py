@@ -87,11 +87,20 @@ def build_datasets(config: TestbedConfig, runs: tuple[Any, ...], world: dict[str
                                    generate_config(mode, step, config.model.image_size, ordered, settings))
         log(f"data: {key} ({', '.join(ordered)}): {summary['records']} records, {summary['fallback']} fallbacks "
             f"({summary['seconds']} s)")
-    paths["probe"] = out / "data" / "probe-t500"
-    summary = generate_dataset(world["test"], paths["probe"],
-                               generate_config("annotations", 500, config.model.image_size, ["mfpo"]))
-    log(f"data: probe-t500 (held-out scenes): {summary['records']} records")
+    paths["probe"] = build_probe_dataset(config, world, out, log)
     return paths
+
+
+def build_probe_dataset(config: TestbedConfig, world: dict[str, Path], out: Path, log: Log) -> Path:
+    """The modality probe's dataset: the held-out scenes through ``mfpo generate`` (annotation regions, t = 500,
+    MFPO's noise), in ``out/data/probe-t500``."""
+    from mfpo.testbed.data import generate_config, generate_dataset
+
+    path = out / "data" / "probe-t500"
+    summary = generate_dataset(world["test"], path, generate_config("annotations", 500, config.model.image_size,
+                                                                    ["mfpo"]))
+    log(f"data: probe-t500 (held-out scenes): {summary['records']} records")
+    return path
 
 
 def sibling_settings(config: TestbedConfig, kinds: list[str], out: Path) -> dict[str, Any]:
